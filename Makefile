@@ -1,0 +1,50 @@
+# 会诊 Huizhen. `make run` serves the demo; `make test` runs every test. Nothing to install by hand
+# beyond Python 3.11+, Node 20+ and (for the tests) the Debian packages that .ci/run installs.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+WEB_SOURCES := $(shell find web/src web/index.html web/package.json web/vite.config.ts -type f 2>/dev/null)
+
+export HUIZHEN_HOST ?= 127.0.0.1
+export HUIZHEN_PORT ?= 8080
+export HUIZHEN_DATA_DIR ?= var
+
+.PHONY: run test check web bench clean install
+
+$(BIN)/huizhen: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/huizhen
+
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SOURCES)
+	cd web && npm run build
+
+web: web/dist/index.html
+
+run: install web
+	$(BIN)/huizhen migrate
+	$(BIN)/huizhen seed-demo --if-empty
+	$(BIN)/huizhen serve
+
+check: install
+	$(BIN)/ruff check server signalling imaging tests bench
+	$(BIN)/ruff format --check server signalling imaging tests bench
+	$(BIN)/mypy
+
+test: install web
+	$(BIN)/pytest
+
+bench: install
+	$(PY) -m bench.api
+
+clean:
+	rm -rf $(VENV) web/node_modules web/dist var .mypy_cache .ruff_cache .pytest_cache

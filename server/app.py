@@ -1,0 +1,218 @@
+"""The composition root: ``create_app(settings)`` wires every part; nothing runs at import."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
+
+from aiohttp import web
+from sqlalchemy import text
+
+from server import accounts, auditlog, directory, patients, signin
+from server.db import current_revision, make_engine, make_sessionmaker, migrate
+from server.keys import (
+    AUTHENTICATOR,
+    ENGINE,
+    METRICS,
+    OPENAPI,
+    PASSWORDS,
+    REQUEST_ID,
+    SECRET,
+    SESSIONS,
+    SETTINGS,
+)
+from server.logs import request_id_var
+from server.metrics import Metrics
+from server.problems import BY_STATUS, Problem, ServiceUnavailable, problem_response
+from server.routing import Router, openapi_document
+from server.sessions import Passwords, SessionAuth
+from server.settings import Settings
+from server.webapp import install_web
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+def app_version() -> str:
+    try:
+        return version("huizhen")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0.0.0"
+
+
+def api_router() -> Router:
+    """Every API route of the service, in one table (the policy test walks it)."""
+    router = Router()
+    for module in (signin, directory, accounts, patients, auditlog):
+        router.include(module.router)
+    return router
+
+
+# -- middlewares --------------------------------------------------------------------------
+
+
+@web.middleware
+async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Take a well-formed ``X-Request-ID`` from the caller or make one; echo it back."""
+    sent = request.headers.get("X-Request-ID", "")
+    rid = sent if _REQUEST_ID.match(sent) else secrets.token_hex(8)
+    request[REQUEST_ID] = rid
+    token = request_id_var.set(rid)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers["X-Request-ID"] = rid
+        raise
+    finally:
+        request_id_var.reset(token)
+    response.headers["X-Request-ID"] = rid
+    return response
+
+
+@web.middleware
+async def metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    m = request.app[METRICS]
+    route = request.match_info.route.resource
+    template = route.canonical if route is not None else "(unmatched)"
+    started = time.perf_counter()
+    m.in_flight.inc()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        m.in_flight.dec()
+        m.requests.labels(request.method, template, str(status)).inc()
+        m.latency.labels(request.method, template).observe(time.perf_counter() - started)
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every error as problem+json. Unknown errors say nothing but the request id."""
+    rid = request.get(REQUEST_ID, "-")
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return problem.response(rid)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        cls = BY_STATUS.get(exc.status, Problem)
+        body = cls().body(rid)
+        body["status"] = exc.status
+        if exc.status == 413:
+            body["detail"] = f"the body exceeds {request.app[SETTINGS].max_body_bytes} bytes"
+        headers = {k: v for k, v in exc.headers.items() if k in {"Allow", "Retry-After"}}
+        return problem_response(exc.status, body, headers)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, _template(request))
+        return problem_response(500, Problem().body(rid))
+
+
+def _template(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(unmatched)"
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    if request.path.startswith("/api/"):
+        headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+# -- system routes ------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    rid = request[REQUEST_ID]
+    try:
+        async with request.app[ENGINE].connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        revision = await current_revision(request.app[ENGINE])
+    except Exception:
+        log.warning("readiness check: database unreachable")
+        return problem_response(503, _unready(rid, "the database is unreachable"))
+    if revision is None:
+        return problem_response(503, _unready(rid, "the database is not migrated"))
+    return web.json_response({"status": "ready", "database_revision": revision})
+
+
+def _unready(rid: str, detail: str) -> dict[str, object]:
+    return ServiceUnavailable(detail).body(rid)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[METRICS].render(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+# -- resources ----------------------------------------------------------------------------
+
+
+async def database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    engine = make_engine(settings.effective_database_url, pool_size=settings.db_pool_size)
+    if settings.migrate_on_start:
+        await migrate(engine)
+    app[ENGINE] = engine
+    app[SESSIONS] = make_sessionmaker(engine)
+    yield
+    await engine.dispose()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[request_ids, metrics, problems, security_headers],
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secret = settings.resolved_secret_key()
+    app[SETTINGS] = settings
+    app[SECRET] = secret
+    app[PASSWORDS] = Passwords()
+    app[AUTHENTICATOR] = SessionAuth(secret)
+    app[METRICS] = Metrics()
+    router = api_router()
+    app[OPENAPI] = json.dumps(
+        openapi_document(router.routes, title="Huizhen 会诊 API", version=app_version()),
+        ensure_ascii=False,
+    ).encode()
+    app.cleanup_ctx.append(database)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", prometheus)
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    router.install(app)
+    install_web(app, settings.effective_web_dir)
+    return app

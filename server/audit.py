@@ -1,0 +1,74 @@
+"""The audit trail: one typed record per read or change of protected data, through one function.
+
+Records are written in the same transaction as the read or change they describe, so a response
+carrying patient data is never sent without its record. The table is append-only in the database
+(triggers refuse UPDATE and DELETE), and the API offers no way to change it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.models import AuditEvent, utcnow
+
+
+class Outcome(enum.StrEnum):
+    OK = "ok"
+    DENIED = "denied"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acted, and from where. ``user_id`` is ``None`` for an unauthenticated attempt."""
+
+    user_id: uuid.UUID | None
+    username: str
+    institution_id: uuid.UUID | None
+    client_address: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    action: str
+    object_type: str
+    object_id: str = ""
+    patient_id: uuid.UUID | None = None
+    outcome: Outcome = Outcome.OK
+    #: Field names and counts only, never patient values.
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+async def record(session: AsyncSession, actor: Actor, entries: Iterable[Entry]) -> int:
+    """Stage audit records in ``session``'s transaction. Returns how many were written."""
+    now = utcnow()
+    rows = [_row(actor, entry, now) for entry in entries]
+    if rows:
+        await session.execute(insert(AuditEvent), rows)
+    return len(rows)
+
+
+def _row(actor: Actor, entry: Entry, at: dt.datetime) -> dict[str, Any]:
+    return {
+        "at": at,
+        "request_id": actor.request_id,
+        "actor_user_id": actor.user_id,
+        "actor_username": actor.username,
+        "actor_institution_id": actor.institution_id,
+        "action": entry.action,
+        "object_type": entry.object_type,
+        "object_id": entry.object_id,
+        "patient_id": entry.patient_id,
+        "client_address": actor.client_address,
+        "outcome": entry.outcome.value,
+        "detail": entry.detail,
+    }

@@ -1,0 +1,21 @@
+"""Typed keys for everything the application and its requests hold. No string keys elsewhere."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from server.metrics import Metrics
+from server.sessions import Authenticator, Passwords
+from server.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
+SECRET = web.AppKey("secret", bytes)
+PASSWORDS = web.AppKey("passwords", Passwords)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+METRICS = web.AppKey("metrics", Metrics)
+OPENAPI = web.AppKey("openapi", bytes)
+
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,0 +1,226 @@
+"""Sign-in sessions: argon2 passwords, bearer tokens, the session cookie and CSRF tokens.
+
+A token is ``<session id hex>.<random secret>``. The database keeps only an HMAC of the secret
+under the server's secret key, so a copy of the database does not yield usable tokens. The same
+token is the bearer token of API clients and the value of the browser's HttpOnly session cookie.
+Cookie-authenticated writes must carry ``X-CSRF-Token``, an HMAC of the session id that the
+sign-in response returns (and sets in a script-readable cookie).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.models import (
+    AuthSession,
+    Institution,
+    InstitutionKind,
+    LoginFailure,
+    User,
+    utcnow,
+)
+from server.policy import Principal
+from server.problems import TokenExpired, TooManyRequests, Unauthenticated
+
+SESSION_COOKIE = "huizhen_session"
+CSRF_COOKIE = "huizhen_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+
+
+class Passwords:
+    """argon2id hashing off the event loop (each hash costs tens of milliseconds of CPU)."""
+
+    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+        self.hasher = hasher or PasswordHasher()
+        # Verified against when the username is unknown, so that both cases cost the same.
+        self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        target = password_hash or self._dummy
+        try:
+            ok = await asyncio.to_thread(self.hasher.verify, target, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+        return ok and password_hash is not None
+
+
+def token_digest(secret_key: bytes, secret: str) -> str:
+    return hmac.new(secret_key, b"token:" + secret.encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_token(secret_key: bytes, session_id: uuid.UUID) -> str:
+    return hmac.new(secret_key, b"csrf:" + session_id.bytes, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    token: str
+    csrf_token: str
+    session: AuthSession
+
+
+async def issue(
+    db: AsyncSession, secret_key: bytes, user: User, *, ttl: int, client_address: str
+) -> Issued:
+    secret = secrets.token_urlsafe(32)
+    now = utcnow()
+    row = AuthSession(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        token_hash=token_digest(secret_key, secret),
+        created_at=now,
+        expires_at=now + dt.timedelta(seconds=ttl),
+        client_address=client_address,
+    )
+    db.add(row)
+    await db.flush()
+    return Issued(f"{row.id.hex}.{secret}", csrf_token(secret_key, row.id), row)
+
+
+async def revoke(db: AsyncSession, session_id: uuid.UUID) -> None:
+    row = await db.get(AuthSession, session_id)
+    if row is not None and row.revoked_at is None:
+        row.revoked_at = utcnow()
+
+
+def _split_token(token: str) -> tuple[uuid.UUID, str]:
+    head, sep, secret = token.partition(".")
+    if not sep or len(head) != 32 or not secret or len(secret) > 128:
+        raise Unauthenticated("the token is malformed")
+    try:
+        return uuid.UUID(hex=head), secret
+    except ValueError:
+        raise Unauthenticated("the token is malformed") from None
+
+
+class Authenticator(Protocol):
+    """What the router needs from a sign-in mechanism."""
+
+    async def authenticate(self, request: web.Request, session: AsyncSession) -> Principal:
+        """The caller, or raise :class:`~server.problems.Unauthenticated`."""
+
+    def csrf_valid(self, request: web.Request, principal: Principal) -> bool:
+        """Whether a cookie-authenticated write carries the session's CSRF token."""
+
+
+class SessionAuth:
+    """The router's authenticator: bearer token first, then the session cookie."""
+
+    def __init__(self, secret_key: bytes) -> None:
+        self.secret_key = secret_key
+
+    async def authenticate(self, request: web.Request, session: AsyncSession) -> Principal:
+        header = request.headers.get("Authorization", "")
+        via_cookie = False
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("use 'Authorization: Bearer <token>'")
+            token = token.strip()
+        elif SESSION_COOKIE in request.cookies:
+            token = request.cookies[SESSION_COOKIE]
+            via_cookie = True
+        else:
+            raise Unauthenticated("sign in, or send a bearer token")
+        return await self.principal_for_token(session, token, via_cookie=via_cookie)
+
+    async def principal_for_token(
+        self, db: AsyncSession, token: str, *, via_cookie: bool = False
+    ) -> Principal:
+        session_id, secret = _split_token(token)
+        row = (
+            await db.execute(
+                select(AuthSession, User, Institution)
+                .join(User, User.id == AuthSession.user_id)
+                .join(Institution, Institution.id == User.institution_id)
+                .where(AuthSession.id == session_id)
+            )
+        ).first()
+        if row is None:
+            raise Unauthenticated("the token is not valid")
+        auth, user, institution = row
+        if not hmac.compare_digest(auth.token_hash, token_digest(self.secret_key, secret)):
+            raise Unauthenticated("the token is not valid")
+        if auth.revoked_at is not None:
+            raise Unauthenticated("the session was signed out")
+        if auth.expires_at <= utcnow():
+            raise TokenExpired("the session has expired; sign in again")
+        if not user.active or not institution.active:
+            raise Unauthenticated("the account is disabled")
+        care = {institution.id}
+        if institution.kind is InstitutionKind.TOWNSHIP_CENTRE:
+            children = await db.scalars(
+                select(Institution.id).where(
+                    Institution.parent_id == institution.id,
+                    Institution.kind == InstitutionKind.VILLAGE_CLINIC,
+                )
+            )
+            care.update(children)
+        return Principal(
+            user_id=user.id,
+            username=user.username,
+            display_name=user.display_name,
+            institution_id=institution.id,
+            institution_kind=institution.kind,
+            roles=user.role_set,
+            centres=user.centre_set,
+            session_id=auth.id,
+            care_institutions=frozenset(care),
+            via_cookie=via_cookie,
+        )
+
+    def csrf_valid(self, request: web.Request, principal: Principal) -> bool:
+        sent = request.headers.get(CSRF_HEADER, "")
+        expected = csrf_token(self.secret_key, principal.session_id)
+        return bool(sent) and hmac.compare_digest(sent, expected)
+
+
+# -- throttling -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    """Failed sign-ins per username and per address within a window, kept in the database so
+    that every node sees them. Past the limit, sign-in answers 429 until the window passes."""
+
+    max_failures: int
+    window_seconds: int
+
+    async def check(self, db: AsyncSession, username: str, client_address: str) -> None:
+        since = utcnow() - dt.timedelta(seconds=self.window_seconds)
+        await db.execute(delete(LoginFailure).where(LoginFailure.at < since))
+        by_user = await db.scalar(
+            select(func.count()).where(LoginFailure.username == username, LoginFailure.at >= since)
+        )
+        by_address = await db.scalar(
+            select(func.count()).where(
+                LoginFailure.client_address == client_address, LoginFailure.at >= since
+            )
+        )
+        if (by_user or 0) >= self.max_failures or (by_address or 0) >= 4 * self.max_failures:
+            raise TooManyRequests(
+                "too many failed sign-ins; wait before trying again",
+                retry_after=self.window_seconds,
+            )
+
+    async def failed(self, db: AsyncSession, username: str, client_address: str) -> None:
+        db.add(LoginFailure(username=username, client_address=client_address, at=utcnow()))
+
+    async def succeeded(self, db: AsyncSession, username: str) -> None:
+        await db.execute(delete(LoginFailure).where(LoginFailure.username == username))
