@@ -33,12 +33,18 @@ class Api:
         self.tokens: dict[str, str] = {}
         self.logins: dict[str, dict[str, Any]] = {}
 
-    async def login(self, username: str, password: str = DEMO_PASSWORD) -> dict[str, Any]:
+    async def login(
+        self, username: str, password: str = DEMO_PASSWORD, *, keep_cookies: bool = False
+    ) -> dict[str, Any]:
+        """Sign in. API tests speak bearer tokens, so the session cookie is dropped unless
+        ``keep_cookies`` (a browser-like caller) is asked for."""
         resp = await self.client.post(
             "/api/v1/auth/login", json={"username": username, "password": password}
         )
         body: dict[str, Any] = await resp.json()
         assert resp.status == 200, body
+        if not keep_cookies:
+            self.client.session.cookie_jar.clear()
         self.tokens[username] = body["token"]
         self.logins[username] = body
         return body

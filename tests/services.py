@@ -72,7 +72,9 @@ class Postgres:
         if os.geteuid() == 0:
             shutil.chown(self.directory, "postgres")
         subprocess.run(
-            self._as_postgres(initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"),
+            self._as_postgres(
+                initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"
+            ),
             check=True,
             capture_output=True,
         )
@@ -81,7 +83,17 @@ class Postgres:
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
         subprocess.run(
-            self._as_postgres(pg_ctl, "-D", str(data), "-o", options, "-l", str(self.directory / "log"), "-w", "start"),
+            self._as_postgres(
+                pg_ctl,
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-l",
+                str(self.directory / "log"),
+                "-w",
+                "start",
+            ),
             check=True,
             capture_output=True,
         )
@@ -91,7 +103,9 @@ class Postgres:
         pg_ctl = postgres_bin("pg_ctl")
         if pg_ctl and (self.directory / "data").exists():
             subprocess.run(
-                self._as_postgres(pg_ctl, "-D", str(self.directory / "data"), "-m", "immediate", "stop"),
+                self._as_postgres(
+                    pg_ctl, "-D", str(self.directory / "data"), "-m", "immediate", "stop"
+                ),
                 check=False,
                 capture_output=True,
             )
@@ -103,7 +117,19 @@ class Postgres:
     def psql(self, sql: str, database: str = "postgres") -> str:
         psql = postgres_bin("psql") or "psql"
         out = subprocess.run(
-            [psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database, "-tAc", sql],
+            [
+                psql,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-tAc",
+                sql,
+            ],
             check=True,
             capture_output=True,
             text=True,
@@ -121,7 +147,17 @@ class Redis:
         if not binary:
             raise RuntimeError("Redis is not installed (apt-get install redis-server)")
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -152,7 +188,12 @@ class HuizhenProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60) -> HuizhenProcess:
-        env = {**os.environ, **self.env, "HUIZHEN_HOST": "127.0.0.1", "HUIZHEN_PORT": str(self.port)}
+        env = {
+            **os.environ,
+            **self.env,
+            "HUIZHEN_HOST": "127.0.0.1",
+            "HUIZHEN_PORT": str(self.port),
+        }
         data_dir = Path(env.get("HUIZHEN_DATA_DIR", tempfile.mkdtemp(prefix="hz-data-")))
         env["HUIZHEN_DATA_DIR"] = str(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)

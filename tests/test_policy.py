@@ -1,0 +1,262 @@
+"""Every route, for every demo user and anonymously, against a hand-written expectation.
+
+The expectations here are written independently of ``server.policy``: if a grant changes there,
+this table must be changed too, on purpose. A route added to the API without a row here fails
+``test_matrix_covers_every_route``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from server.app import api_router
+from tests.helpers import DEMO_USERS, Api
+
+GRASSROOTS = frozenset({"chengguan", "baji", "jiaji"})
+CENTRE_STAFF = frozenset(
+    {"coordinator", "ecg", "radiology", "consult", "lab", "pathology", "neuro"}
+)
+CLINICAL = GRASSROOTS | CENTRE_STAFF
+EVERYONE = frozenset(DEMO_USERS)
+
+_counter = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Ctx:
+    jiaji_patient: str  # 王秀英, known at 贾集村卫生室 only
+    lead_hospital: str
+    some_user: str
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    path: str  # the route template
+    url: Callable[[Ctx], str]
+    allowed: frozenset[str]
+    ok: int
+    body: Callable[[Ctx], dict[str, Any] | None] = lambda _: None
+    #: Status for users the role allows but the institution scope does not.
+    out_of_scope: int | None = None
+    in_scope: frozenset[str] = EVERYONE
+
+
+def _new_patient(_: Ctx) -> dict[str, Any]:
+    from server.identity import make_national_id
+    import datetime as dt
+
+    n = next(_counter)
+    return {
+        "national_id": make_national_id(
+            "411625", dt.date(1970, 1, 1) + dt.timedelta(days=n), 1 + 2 * n
+        ),
+        "name": "矩阵测试",
+    }
+
+
+def _new_user(ctx: Ctx) -> dict[str, Any]:
+    return {
+        "username": f"matrix{next(_counter)}",
+        "display_name": "矩阵 测试",
+        "institution_id": ctx.lead_hospital,
+        "password": "a-long-password-1",
+        "roles": ["supervisor"],
+    }
+
+
+def _new_institution(ctx: Ctx) -> dict[str, Any]:
+    return {
+        "code": f"m{next(_counter)}",
+        "name_zh": "矩阵卫生院",
+        "kind": "township_health_centre",
+        "parent_id": ctx.lead_hospital,
+    }
+
+
+CASES: tuple[Case, ...] = (
+    Case("GET", "/api/v1/auth/me", lambda c: "/api/v1/auth/me", EVERYONE, 200),
+    Case(
+        "POST",
+        "/api/v1/auth/password",
+        lambda c: "/api/v1/auth/password",
+        EVERYONE,
+        401,  # reached: the wrong current password is refused by the handler, not the policy
+        body=lambda c: {"current_password": "wrong-password", "new_password": "another-password-2"},
+    ),
+    Case("GET", "/api/v1/institutions", lambda c: "/api/v1/institutions", EVERYONE, 200),
+    Case(
+        "GET",
+        "/api/v1/institutions/{institution_id}",
+        lambda c: f"/api/v1/institutions/{c.lead_hospital}",
+        EVERYONE,
+        200,
+    ),
+    Case(
+        "POST",
+        "/api/v1/institutions",
+        lambda c: "/api/v1/institutions",
+        frozenset({"admin"}),
+        201,
+        body=_new_institution,
+    ),
+    Case(
+        "PATCH",
+        "/api/v1/institutions/{institution_id}",
+        lambda c: f"/api/v1/institutions/{c.lead_hospital}",
+        frozenset({"admin"}),
+        200,
+        body=lambda c: {"name_en": "County People's Hospital"},
+    ),
+    Case("GET", "/api/v1/centres", lambda c: "/api/v1/centres", EVERYONE, 200),
+    Case("GET", "/api/v1/users", lambda c: "/api/v1/users", frozenset({"admin"}), 200),
+    Case(
+        "GET",
+        "/api/v1/users/{user_id}",
+        lambda c: f"/api/v1/users/{c.some_user}",
+        frozenset({"admin"}),
+        200,
+    ),
+    Case(
+        "POST",
+        "/api/v1/users",
+        lambda c: "/api/v1/users",
+        frozenset({"admin"}),
+        201,
+        body=_new_user,
+    ),
+    Case(
+        "PATCH",
+        "/api/v1/users/{user_id}",
+        lambda c: f"/api/v1/users/{c.some_user}",
+        frozenset({"admin"}),
+        200,
+        body=lambda c: {"display_name": "医共体监管 周主任"},
+    ),
+    Case("GET", "/api/v1/patients", lambda c: "/api/v1/patients", CLINICAL, 200),
+    Case(
+        "POST",
+        "/api/v1/patients",
+        lambda c: "/api/v1/patients",
+        GRASSROOTS,
+        201,
+        body=_new_patient,
+    ),
+    Case(
+        "GET",
+        "/api/v1/patients/{patient_id}",
+        lambda c: f"/api/v1/patients/{c.jiaji_patient}",
+        CLINICAL,
+        200,
+        out_of_scope=404,
+        in_scope=frozenset({"jiaji"}),
+    ),
+    Case(
+        "PATCH",
+        "/api/v1/patients/{patient_id}",
+        lambda c: f"/api/v1/patients/{c.jiaji_patient}",
+        GRASSROOTS,
+        200,
+        body=lambda c: {"phone": "13800000000"},
+        out_of_scope=404,
+        in_scope=frozenset({"jiaji"}),
+    ),
+    Case(
+        "GET", "/api/v1/audit", lambda c: "/api/v1/audit", frozenset({"admin", "supervisor"}), 200
+    ),
+    # Sign-out last: it revokes the token the rows above used.
+    Case("POST", "/api/v1/auth/logout", lambda c: "/api/v1/auth/logout", EVERYONE, 204),
+)
+
+PUBLIC = {("POST", "/api/v1/auth/login")}
+
+
+def expected(case: Case, user: str) -> int:
+    if user not in case.allowed:
+        return 403
+    if case.out_of_scope is not None and user not in case.in_scope:
+        return case.out_of_scope
+    return case.ok
+
+
+def test_matrix_covers_every_route() -> None:
+    declared = {(r.method, r.path) for r in api_router().routes}
+    covered = {(c.method, c.path) for c in CASES} | PUBLIC
+    assert declared == covered
+
+
+async def _context(api: Api) -> Ctx:
+    status, body = await api.get("/api/v1/patients?name=王秀英", "jiaji")
+    assert status == 200 and body["total"] == 1
+    status, users = await api.get("/api/v1/users", "admin")
+    assert status == 200
+    supervisor = next(u["id"] for u in users["items"] if u["username"] == "supervisor")
+    return Ctx(
+        jiaji_patient=body["items"][0]["id"],
+        lead_hospital=await api.institution_id("xrmyy"),
+        some_user=supervisor,
+    )
+
+
+async def test_every_route_for_every_user(api: Api) -> None:
+    ctx = await _context(api)
+    mismatches = []
+    for case in CASES:
+        for user in DEMO_USERS:
+            body = case.body(ctx)
+            kwargs = {} if body is None else {"json": body}
+            status, answer = await api.call(case.method, case.url(ctx), user, **kwargs)
+            want = expected(case, user)
+            if status != want:
+                mismatches.append((case.method, case.path, user, want, status, answer))
+            elif status >= 400:
+                assert isinstance(answer, dict) and answer["status"] == status
+    assert mismatches == []
+
+
+async def test_every_protected_route_refuses_anonymous_callers(api: Api) -> None:
+    ctx = await _context(api)
+    for case in CASES:
+        body = case.body(ctx)
+        status, answer = await api.call(
+            case.method, case.url(ctx), None, **({} if body is None else {"json": body})
+        )
+        assert status == 401, (case.method, case.path)
+        assert answer["code"] == "unauthenticated"
+
+
+async def test_township_sees_its_village_clinics_patients_but_not_the_reverse(api: Api) -> None:
+    """城关镇卫生院 oversees 东关村卫生室; a patient registered there is visible to the township,
+    while the village clinic does not see patients known only at the township."""
+    dongguan = await api.institution_id("dongguan")
+    status, _ = await api.post(
+        "/api/v1/users",
+        "admin",
+        json={
+            "username": "dongguan-doc",
+            "display_name": "东关村 医生",
+            "institution_id": dongguan,
+            "password": "dongguan-password",
+            "roles": ["grassroots_doctor"],
+        },
+    )
+    assert status == 201
+    await api.login("dongguan-doc", "dongguan-password")
+    new = _new_patient(Ctx("", "", ""))
+    status, village_patient = await api.post("/api/v1/patients", "dongguan-doc", json=new)
+    assert status == 201
+    status, _ = await api.get(f"/api/v1/patients/{village_patient['id']}", "chengguan")
+    assert status == 200
+    status, _ = await api.get(f"/api/v1/patients/{village_patient['id']}", "baji")
+    assert status == 404
+
+    status, township = await api.get("/api/v1/patients?name=张桂兰", "chengguan")
+    assert status == 200 and township["total"] == 1
+    status, _ = await api.get(f"/api/v1/patients/{township['items'][0]['id']}", "dongguan-doc")
+    assert status == 404
+    status, listing = await api.get("/api/v1/patients", "dongguan-doc")
+    # 赵志强 is known at both 城关镇卫生院 and 东关村卫生室 in the demo data.
+    assert sorted(p["name"] for p in listing["items"]) == ["矩阵测试", "赵志强"]
