@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -97,8 +97,8 @@ async def client(
 
 
 @pytest.fixture
-async def api(client: TestClient[web.Request, web.Application]) -> AsyncIterator[Api]:
-    yield Api(client)
+async def api(client: TestClient[web.Request, web.Application]) -> Api:
+    return Api(client)
 
 
 @pytest.fixture

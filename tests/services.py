@@ -210,7 +210,7 @@ class HuizhenProcess:
         if self.process.poll() is not None:
             raise RuntimeError(f"huizhen exited: {self.log()}")
         try:
-            with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:  # noqa: S310 - loopback
+            with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
                 return bool(r.status == 200)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False

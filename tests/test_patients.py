@@ -119,7 +119,7 @@ async def test_update_with_version_and_audit_of_fields_only(api: Api) -> None:
     )
     assert status == 200 and updated["phone"] == "13912345678"
     assert updated["version"] == p["version"] + 1
-    status, stale = await api.patch(
+    status, _stale = await api.patch(
         f"/api/v1/patients/{p['id']}",
         "jiaji",
         json={"phone": "13900000000", "version": p["version"]},
@@ -147,7 +147,7 @@ async def test_national_id_cannot_be_changed(api: Api) -> None:
 
 
 async def test_reads_and_refusals_are_audited(api: Api) -> None:
-    status, body = await api.get("/api/v1/patients?name=王秀英", "jiaji")
+    _status, body = await api.get("/api/v1/patients?name=王秀英", "jiaji")
     pid = body["items"][0]["id"]
     assert (await api.get(f"/api/v1/patients/{pid}", "jiaji"))[0] == 200
     assert (await api.get(f"/api/v1/patients/{pid}", "baji"))[0] == 404

@@ -46,8 +46,9 @@ class Case:
 
 
 def _new_patient(_: Ctx) -> dict[str, Any]:
-    from server.identity import make_national_id
     import datetime as dt
+
+    from server.identity import make_national_id
 
     n = next(_counter)
     return {
