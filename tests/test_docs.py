@@ -1,0 +1,43 @@
+"""The documentation is tested where it can be: routes, settings and demo sign-ins."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from server.app import api_router
+from server.seed import USERS
+from server.settings import VARIABLES
+from tests.services import ROOT
+
+
+def _read(name: str) -> str:
+    return (ROOT / name).read_text(encoding="utf-8")
+
+
+def test_every_route_is_in_the_api_docs() -> None:
+    doc = _read("docs/api.md")
+    for route in api_router().routes:
+        action = route.action.value if route.action else "public"
+        row = f"| `{route.method}` | `{route.path}` | {action} |"
+        assert row in doc, row
+
+
+def test_documented_routes_exist() -> None:
+    declared = {(r.method, r.path) for r in api_router().routes}
+    documented = set(
+        re.findall(r"^\| `([A-Z]+)` \| `(/api/v1/[^`]*)` \|", _read("docs/api.md"), re.M)
+    )
+    assert documented == declared
+
+
+@pytest.mark.parametrize("variable", VARIABLES)
+def test_every_setting_is_documented(variable: str) -> None:
+    assert f"HUIZHEN_{variable}" in _read("docs/deployment.md")
+
+
+def test_readme_lists_every_demo_sign_in() -> None:
+    readme = _read("README.md")
+    for user in USERS:
+        assert f"`{user.username}`" in readme, user.username
