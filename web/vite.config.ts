@@ -1,0 +1,56 @@
+import { defineConfig } from 'vite'
+import vue from '@vitejs/plugin-vue'
+import Components from 'unplugin-vue-components/vite'
+import { ElementPlusResolver } from 'unplugin-vue-components/resolvers'
+
+// The API server for `npm run dev` (see docs: `huizhen serve`).
+const api = process.env.HUIZHEN_API ?? 'http://127.0.0.1:8097'
+
+export default defineConfig({
+  plugins: [
+    vue(),
+    // Element Plus components and their CSS are imported on demand, as templates use them.
+    Components({
+      dts: 'components.d.ts',
+      dirs: [],
+      resolvers: [ElementPlusResolver({ importStyle: 'css' })],
+    }),
+  ],
+  define: {
+    __VUE_OPTIONS_API__: 'true',
+    __VUE_PROD_DEVTOOLS__: 'false',
+    __VUE_PROD_HYDRATION_MISMATCH_DETAILS__: 'false',
+    __VUE_I18N_FULL_INSTALL__: 'true',
+    __VUE_I18N_LEGACY_API__: 'false',
+    __INTLIFY_PROD_DEVTOOLS__: 'false',
+  },
+  build: {
+    outDir: 'dist',
+    assetsDir: 'assets',
+    emptyOutDir: true,
+    target: 'es2022',
+    sourcemap: false,
+    // Inline nothing: the CSP allows data: for images and fonts only; keep every asset a file.
+    assetsInlineLimit: 0,
+    chunkSizeWarningLimit: 700,
+    rolldownOptions: {
+      output: {
+        // Two long-cached vendor chunks (framework, UI kit) instead of dozens of tiny shared
+        // ones: fewer round trips on slow village links; app code stays split by page.
+        codeSplitting: {
+          groups: [
+            { name: 'vue', test: /node_modules[\\/](@vue|vue|vue-router|vue-i18n|@intlify)[\\/]/, priority: 20 },
+            { name: 'ui', test: /node_modules[\\/]/, priority: 10 },
+          ],
+        },
+      },
+    },
+  },
+  server: {
+    host: '127.0.0.1',
+    proxy: {
+      '/api': { target: api, changeOrigin: false },
+      '/socket.io': { target: api, ws: true },
+    },
+  },
+})
