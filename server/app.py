@@ -18,6 +18,7 @@ from server import accounts, auditlog, directory, patients, signin
 from server.db import current_revision, make_engine, make_sessionmaker, migrate
 from server.keys import (
     AUTHENTICATOR,
+    CLIENT_ADDRESS,
     ENGINE,
     METRICS,
     OPENAPI,
@@ -29,6 +30,7 @@ from server.keys import (
 )
 from server.logs import request_id_var
 from server.metrics import Metrics
+from server.network import client_address
 from server.problems import BY_STATUS, Problem, ServiceUnavailable, problem_response
 from server.routing import Router, openapi_document
 from server.sessions import Passwords, SessionAuth
@@ -61,10 +63,16 @@ def api_router() -> Router:
 
 @web.middleware
 async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Take a well-formed ``X-Request-ID`` from the caller or make one; echo it back."""
+    """Take a well-formed ``X-Request-ID`` from the caller or make one; echo it back.
+    Also settle the client's address (see ``server.network``)."""
     sent = request.headers.get("X-Request-ID", "")
     rid = sent if _REQUEST_ID.match(sent) else secrets.token_hex(8)
     request[REQUEST_ID] = rid
+    request[CLIENT_ADDRESS] = client_address(
+        request.remote,
+        request.headers.get("X-Forwarded-For"),
+        request.app[SETTINGS].trusted_proxies,
+    )
     token = request_id_var.set(rid)
     try:
         response = await handler(request)

@@ -16,7 +16,8 @@ from server import logs
 from server.accounts import create_user
 from server.app import create_app
 from server.db import make_engine, make_sessionmaker, migrate, unit_of_work
-from server.models import Centre, Institution, Role
+from server.directory import add_institution, host_centres
+from server.models import Centre, Institution, InstitutionKind, Role
 from server.problems import Problem
 from server.seed import is_empty, seed_demo
 from server.sessions import Passwords
@@ -76,6 +77,32 @@ async def _create_user(settings: Settings, args: argparse.Namespace, password: s
         await engine.dispose()
 
 
+async def _create_institution(settings: Settings, args: argparse.Namespace) -> None:
+    engine = make_engine(settings.effective_database_url)
+    try:
+        async with unit_of_work(make_sessionmaker(engine)) as db:
+            kind = InstitutionKind(args.kind)
+            parent_id = None
+            if args.parent:
+                parent_id = await db.scalar(
+                    select(Institution.id).where(Institution.code == args.parent)
+                )
+                if parent_id is None:
+                    raise SystemExit(f"no institution with code {args.parent!r}")
+            await add_institution(
+                db,
+                code=args.code,
+                name_zh=args.name_zh,
+                name_en=args.name_en,
+                kind=kind,
+                parent_id=parent_id,
+            )
+            if kind is InstitutionKind.LEAD_HOSPITAL:
+                await host_centres(db, code=args.code)
+    finally:
+        await engine.dispose()
+
+
 def _serve(settings: Settings) -> None:
     app = create_app(settings)
     log.info("serving on http://%s:%s", settings.host, settings.port)
@@ -100,6 +127,15 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations")
     seed = sub.add_parser("seed-demo", help="seed the demo consortium")
     seed.add_argument("--if-empty", action="store_true", help="do nothing if data exists")
+    ci = sub.add_parser(
+        "create-institution",
+        help="add an institution (a lead hospital also hosts the five centres)",
+    )
+    ci.add_argument("--code", required=True, help="short code, e.g. xrmyy")
+    ci.add_argument("--name-zh", required=True)
+    ci.add_argument("--name-en", default="")
+    ci.add_argument("--kind", required=True, choices=[k.value for k in InstitutionKind])
+    ci.add_argument("--parent", help="code of the parent institution")
     cu = sub.add_parser(
         "create-user", help="create an account (password read from stdin or a prompt)"
     )
@@ -130,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "seed-demo":
             seeded = asyncio.run(_seed(settings, if_empty=args.if_empty))
             _say("demo consortium seeded" if seeded else "database not empty; nothing seeded")
+        elif args.command == "create-institution":
+            asyncio.run(_create_institution(settings, args))
+            _say(f"institution {args.code} created")
         elif args.command == "create-user":
             if args.password_stdin:
                 password = sys.stdin.readline().rstrip("\n")

@@ -116,6 +116,47 @@ async def get_institution(db: AsyncSession, institution_id: uuid.UUID) -> Instit
     return inst
 
 
+async def add_institution(
+    db: AsyncSession,
+    *,
+    code: str,
+    name_zh: str,
+    name_en: str,
+    kind: InstitutionKind,
+    parent_id: uuid.UUID | None,
+) -> Institution:
+    """Add an institution after checking its code and tier (the API and the CLI both use it)."""
+    _code(code)
+    await check_parent(db, kind, parent_id)
+    if await db.scalar(select(Institution.id).where(Institution.code == code)):
+        raise Conflict(f"institution code {code!r} is taken")
+    inst = Institution(code=code, name_zh=name_zh, name_en=name_en, kind=kind, parent_id=parent_id)
+    db.add(inst)
+    await db.flush()
+    return inst
+
+
+CENTRE_NAMES: dict[Centre, tuple[str, str]] = {
+    Centre.ECG: ("远程心电中心", "Remote ECG centre"),
+    Centre.IMAGING: ("远程影像中心", "Remote imaging centre"),
+    Centre.CONSULTATION: ("远程会诊中心", "Remote consultation centre"),
+    Centre.LAB: ("远程检验中心", "Remote laboratory centre"),
+    Centre.PATHOLOGY: ("远程病理中心", "Remote pathology centre"),
+}
+
+
+async def host_centres(db: AsyncSession, *, code: str) -> None:
+    """Make the lead hospital ``code`` host the five centres (the consortium has one such)."""
+    inst = await db.scalar(select(Institution).where(Institution.code == code))
+    if inst is None or inst.kind is not InstitutionKind.LEAD_HOSPITAL:
+        raise ValidationFailed("only a lead hospital hosts the centres")
+    if await db.scalar(select(CentreSite.code).limit(1)) is not None:
+        raise Conflict("the five centres are already hosted")
+    for centre, (name_zh, name_en) in CENTRE_NAMES.items():
+        db.add(CentreSite(code=centre, institution_id=inst.id, name_zh=name_zh, name_en=name_en))
+    await db.flush()
+
+
 @router.route(
     "GET",
     "/api/v1/institutions",
@@ -157,13 +198,7 @@ async def get_institution_route(call: Call[None, None]) -> InstitutionOut:
     errors=[409],
 )
 async def create_institution(call: Call[InstitutionCreate, None]) -> InstitutionOut:
-    body = call.body
-    await check_parent(call.session, body.kind, body.parent_id)
-    if await call.session.scalar(select(Institution.id).where(Institution.code == body.code)):
-        raise Conflict(f"institution code {body.code!r} is taken")
-    inst = Institution(**body.model_dump())
-    call.session.add(inst)
-    await call.session.flush()
+    inst = await add_institution(call.session, **call.body.model_dump())
     await call.audit(
         Entry(action="institution.create", object_type="institution", object_id=str(inst.id))
     )

@@ -19,3 +19,4 @@ METRICS = web.AppKey("metrics", Metrics)
 OPENAPI = web.AppKey("openapi", bytes)
 
 REQUEST_ID = web.RequestKey("request_id", str)
+CLIENT_ADDRESS = web.RequestKey("client_address", str)

@@ -27,7 +27,7 @@ from pydantic.json_schema import models_json_schema
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import Actor, Entry, record
-from server.keys import AUTHENTICATOR, REQUEST_ID, SESSIONS
+from server.keys import AUTHENTICATOR, CLIENT_ADDRESS, REQUEST_ID, SESSIONS
 from server.policy import Action, Principal, require
 from server.problems import (
     CSRFRejected,
@@ -108,7 +108,7 @@ class Call(Generic[BodyT, QueryT]):
 
 
 def client_address(request: web.Request) -> str:
-    return (request.remote or "")[:64]
+    return request.get(CLIENT_ADDRESS) or (request.remote or "")[:64]
 
 
 Handler = Callable[[Call[Any, Any]], Awaitable[Any]]

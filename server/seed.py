@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.accounts import create_user
+from server.directory import host_centres
 from server.identity import make_national_id
 from server.models import (
     Centre,
-    CentreSite,
     Institution,
     InstitutionKind,
     Patient,
@@ -29,14 +29,6 @@ from server.models import (
 from server.sessions import Passwords
 
 REGION = "411625"  # a county code in Henan, as in the source articles
-
-CENTRE_NAMES: dict[Centre, tuple[str, str]] = {
-    Centre.ECG: ("远程心电中心", "Remote ECG centre"),
-    Centre.IMAGING: ("远程影像中心", "Remote imaging centre"),
-    Centre.CONSULTATION: ("远程会诊中心", "Remote consultation centre"),
-    Centre.LAB: ("远程检验中心", "Remote laboratory centre"),
-    Centre.PATHOLOGY: ("远程病理中心", "Remote pathology centre"),
-}
 
 # code, Chinese name, English name, kind, parent code
 INSTITUTIONS: tuple[tuple[str, str, str, InstitutionKind, str | None], ...] = (
@@ -161,12 +153,7 @@ async def seed_demo(db: AsyncSession, passwords: Passwords, password: str) -> No
         db.add(inst)
         by_code[code] = inst
     await db.flush()
-    for centre, (name_zh, name_en) in CENTRE_NAMES.items():
-        db.add(
-            CentreSite(
-                code=centre, institution_id=by_code["xrmyy"].id, name_zh=name_zh, name_en=name_en
-            )
-        )
+    await host_centres(db, code="xrmyy")
 
     password_hash = await passwords.hash(password)
     for u in USERS:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from server.network import Network, parse_networks
+
 T = TypeVar("T")
 
 PREFIX = "HUIZHEN_"
@@ -56,6 +58,8 @@ class Settings:
     migrate_on_start: bool = True
     #: Number of database connections per process (PostgreSQL).
     db_pool_size: int = 10
+    #: Reverse proxies whose ``X-Forwarded-For`` is believed (addresses or CIDR networks).
+    trusted_proxies: tuple[Network, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     # -- derived values -------------------------------------------------------------
@@ -123,6 +127,7 @@ class Settings:
             web_dir=reader.get("WEB_DIR", str, defaults.web_dir),
             migrate_on_start=reader.get("MIGRATE_ON_START", _bool, defaults.migrate_on_start),
             db_pool_size=reader.get("DB_POOL_SIZE", _positive_int, defaults.db_pool_size),
+            trusted_proxies=reader.get("TRUSTED_PROXIES", parse_networks, defaults.trusted_proxies),
             extra={k: v for k, v in env.items() if k.startswith(PREFIX) and k not in reader.seen},
         )
         names_turn = any(u.startswith("turn") for u in settings.turn_urls)
@@ -155,6 +160,7 @@ VARIABLES: tuple[str, ...] = (
     "WEB_DIR",
     "MIGRATE_ON_START",
     "DB_POOL_SIZE",
+    "TRUSTED_PROXIES",
 )
 
 

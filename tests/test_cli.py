@@ -85,3 +85,54 @@ def test_migrate_seed_and_create_user(tmp_path: Path) -> None:
         stdin="a-strong-password\n",
     )
     assert unknown.returncode != 0 and "nowhere" in unknown.stderr
+
+
+def test_production_bootstrap_without_the_demo(tmp_path: Path) -> None:
+    """A real consortium starts empty: institutions and the first admin from the command line."""
+    assert _huizhen(tmp_path, "migrate").returncode == 0
+    steps = [
+        ("--code", "rmyy", "--name-zh", "某县人民医院", "--kind", "lead_hospital"),
+        (
+            "--code",
+            "dz",
+            "--name-zh",
+            "东镇卫生院",
+            "--kind",
+            "township_health_centre",
+            "--parent",
+            "rmyy",
+        ),
+        ("--code", "xc", "--name-zh", "西村卫生室", "--kind", "village_clinic", "--parent", "dz"),
+    ]
+    for step in steps:
+        made = _huizhen(tmp_path, "create-institution", *step)
+        assert made.returncode == 0, made.stderr
+    wrong_tier = _huizhen(
+        tmp_path,
+        "create-institution",
+        "--code",
+        "bad",
+        "--name-zh",
+        "错",
+        "--kind",
+        "village_clinic",
+        "--parent",
+        "rmyy",
+    )
+    assert wrong_tier.returncode == 1
+    assert "township" in wrong_tier.stderr
+    admin = _huizhen(
+        tmp_path,
+        "create-user",
+        "--username",
+        "it-admin",
+        "--institution",
+        "rmyy",
+        "--role",
+        "admin",
+        "--password-stdin",
+        stdin="an-admin-password\n",
+    )
+    assert admin.returncode == 0, admin.stderr
+    # The demo seed refuses a database that already holds a consortium.
+    assert _huizhen(tmp_path, "seed-demo").returncode != 0
