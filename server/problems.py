@@ -100,6 +100,13 @@ class InvalidCredentials(Problem):
     title, title_zh = "Wrong username or password", "用户名或密码错误"
 
 
+class WrongPassword(Problem):
+    """The current password given to change it is wrong (the session itself is fine)."""
+
+    status, code = 422, "wrong-password"
+    title, title_zh = "Current password is wrong", "当前密码错误"
+
+
 class Forbidden(Problem):
     status, code, title, title_zh = 403, "forbidden", "Not allowed", "无权访问"
 

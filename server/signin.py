@@ -16,7 +16,7 @@ from server.audit import Entry, Outcome
 from server.keys import PASSWORDS, SECRET, SETTINGS
 from server.models import AuthSession, Centre, Institution, InstitutionKind, Role, User, utcnow
 from server.policy import Action, permissions_for
-from server.problems import InvalidCredentials, ValidationFailed
+from server.problems import InvalidCredentials, ValidationFailed, WrongPassword
 from server.routing import Call, RequestModel, ResponseModel, Router
 from server.sessions import CSRF_COOKIE, SESSION_COOKIE, Throttle, issue, revoke
 
@@ -212,7 +212,6 @@ async def me(call: Call[None, None]) -> Me:
     tags=["auth"],
     body=PasswordChange,
     status=204,
-    errors=[401],
 )
 async def change_password(call: Call[PasswordChange, None]) -> None:
     p = call.principal
@@ -220,7 +219,7 @@ async def change_password(call: Call[PasswordChange, None]) -> None:
     assert user is not None
     passwords = call.app[PASSWORDS]
     if not await passwords.verify(user.password_hash, call.body.current_password):
-        raise InvalidCredentials("the current password is wrong")
+        raise WrongPassword("the current password is wrong")
     if call.body.new_password == call.body.current_password:
         raise ValidationFailed("the new password must differ from the current one")
     user.password_hash = await passwords.hash(call.body.new_password)

@@ -85,7 +85,7 @@ CASES: tuple[Case, ...] = (
         "/api/v1/auth/password",
         lambda c: "/api/v1/auth/password",
         EVERYONE,
-        401,  # reached: the wrong current password is refused by the handler, not the policy
+        422,  # reached: the wrong current password is refused by the handler, not the policy
         body=lambda c: {"current_password": "wrong-password", "new_password": "another-password-2"},
     ),
     Case("GET", "/api/v1/institutions", lambda c: "/api/v1/institutions", EVERYONE, 200),
