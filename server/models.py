@@ -19,10 +19,14 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from server.consultflow import ConsultState, Priority
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -272,20 +276,186 @@ class LoginFailure(Base):
     at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+# -- consultations ------------------------------------------------------------------------
+
+
+class Consult(Base):
+    """A request from a grassroots station to one of the five centres."""
+
+    __tablename__ = "consults"
+    __table_args__ = (
+        Index("ix_consults_worklist", "centre", "state", "priority_rank", "submitted_at"),
+        Index("ix_consults_requester", "requester_institution_id", "state"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"), index=True)
+    centre: Mapped[Centre] = mapped_column(_enum(Centre, "centre"))
+    state: Mapped[ConsultState] = mapped_column(_enum(ConsultState, "consult_state"))
+    priority: Mapped[Priority] = mapped_column(_enum(Priority, "priority"))
+    #: 0 stat, 1 urgent, 2 routine: the worklist's first sort key.
+    priority_rank: Mapped[int]
+    question: Mapped[str] = mapped_column(Text)
+    clinical_summary: Mapped[str] = mapped_column(Text, default="")
+    preferred_video_at: Mapped[dt.datetime | None]
+    requester_user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    requester_institution_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("institutions.id"))
+    assignee_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"), index=True)
+    escalated_to_institution_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("institutions.id")
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    submitted_at: Mapped[dt.datetime | None]
+    claimed_at: Mapped[dt.datetime | None]
+    reported_at: Mapped[dt.datetime | None]
+    acknowledged_at: Mapped[dt.datetime | None]
+    due_at: Mapped[dt.datetime | None]
+    overdue_notified_at: Mapped[dt.datetime | None]
+    version: Mapped[int] = mapped_column(default=1)
+
+
+class ConsultTransition(Base):
+    __tablename__ = "consult_transitions"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    consult_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("consults.id", ondelete="CASCADE"), index=True
+    )
+    action: Mapped[str] = mapped_column(String(32))
+    from_state: Mapped[str | None] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32))
+    actor_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    note: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ConsultMessage(Base):
+    __tablename__ = "consult_messages"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    consult_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("consults.id", ondelete="CASCADE"), index=True
+    )
+    author_user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Attachment(Base):
+    """A file attached to a consult or one of its messages; its bytes are content-addressed."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    consult_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("consults.id", ondelete="CASCADE"), index=True
+    )
+    message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("consult_messages.id"))
+    kind: Mapped[str] = mapped_column(String(32), default="file")
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(127))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    uploaded_by_user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ReportState(enum.StrEnum):
+    DRAFT = "draft"
+    SIGNED = "signed"
+
+
+class Report(Base):
+    """A centre's answer. A signed report is frozen; an amendment is a new version."""
+
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("consult_id", "version"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    consult_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("consults.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int]
+    previous_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("reports.id"))
+    centre: Mapped[Centre] = mapped_column(_enum(Centre, "centre"))
+    state: Mapped[ReportState] = mapped_column(_enum(ReportState, "report_state"))
+    content: Mapped[dict[str, Any]]
+    critical: Mapped[bool] = mapped_column(default=False)
+    author_user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    signed_by_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    signed_at: Mapped[dt.datetime | None]
+    #: SHA-256 of the canonical JSON of what was signed (content, consult, version, signer, time).
+    sha256: Mapped[str | None] = mapped_column(String(64))
+
+
+class TurnaroundTarget(Base):
+    __tablename__ = "turnaround_targets"
+
+    centre: Mapped[Centre] = mapped_column(_enum(Centre, "centre"), primary_key=True)
+    priority: Mapped[Priority] = mapped_column(_enum(Priority, "priority"), primary_key=True)
+    minutes: Mapped[int]
+
+
+# -- durable per-recipient event streams ----------------------------------------------------
+
+
+class Event(Base):
+    """One clinically meaningful event for one stream (a user, an institution, a centre).
+
+    Written in the same transaction as the change it announces; ids increase in commit order
+    (writers take a lock, see ``server.events``), so a reader that has seen id N has seen every
+    event of its streams below N.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_stream_id", "stream", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    stream: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(48))
+    consult_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class EventCursor(Base):
+    """How far a user has acknowledged their feed."""
+
+    __tablename__ = "event_cursors"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    acked_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 __all__ = [
+    "Attachment",
     "AuditEvent",
     "AuthSession",
     "Base",
     "Centre",
     "CentreMembership",
     "CentreSite",
+    "Consult",
+    "ConsultMessage",
+    "ConsultTransition",
+    "Event",
+    "EventCursor",
     "Institution",
     "InstitutionKind",
     "LoginFailure",
     "Patient",
     "PatientLink",
+    "Report",
+    "ReportState",
     "Role",
     "Sex",
+    "TurnaroundTarget",
     "User",
     "UserRole",
     "utcnow",

@@ -25,7 +25,6 @@ from server.policy import (
     Action,
     Principal,
     can_register_patient_at,
-    can_see_patient,
     patient_visible_clause,
 )
 from server.problems import Conflict, Forbidden, NotFound, ValidationFailed
@@ -168,20 +167,25 @@ async def load_visible_patient(
     call: Call[Any, Any], patient_id: uuid.UUID
 ) -> tuple[Patient, set[uuid.UUID]]:
     """The patient if the caller may see them; otherwise a 404 (audited as denied)."""
-    patient = await call.session.get(Patient, patient_id)
-    links = (await _links(call.session, [patient_id]))[patient_id] if patient else set()
-    if patient is None or not can_see_patient(call.principal, frozenset(links)):
+    patient = await call.session.scalar(
+        select(Patient).where(
+            Patient.id == patient_id, patient_visible_clause(call.principal, Patient.id)
+        )
+    )
+    if patient is None:
+        exists = await call.session.scalar(select(Patient.id).where(Patient.id == patient_id))
         await call.audit(
             Entry(
                 action="patient.read",
                 object_type="patient",
                 object_id=str(patient_id),
-                patient_id=patient_id if patient else None,
+                patient_id=exists,
                 outcome=Outcome.DENIED,
             )
         )
         call.commit_on_error = True
         raise NotFound("no such patient")
+    links = (await _links(call.session, [patient_id]))[patient_id]
     return patient, links
 
 

@@ -21,10 +21,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, exists, false, select
+from sqlalchemy import ColumnElement, exists, false, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
-from server.models import Centre, InstitutionKind, PatientLink, Role
+from server.models import Centre, Consult, InstitutionKind, PatientLink, Role
 from server.problems import Forbidden
 
 
@@ -37,14 +37,20 @@ class Action(enum.StrEnum):
     PATIENT_READ = "patient.read"
     PATIENT_WRITE = "patient.write"
     AUDIT_READ = "audit.read"
+    CONSULT_REQUEST = "consult.request"  # open, submit, cancel, acknowledge (requesting side)
+    CONSULT_READ = "consult.read"
+    CONSULT_WORK = "consult.work"  # claim, release, return, escalate, report (centre side)
+    CONSULT_COORDINATE = "consult.coordinate"  # reassign, overdue list
 
 
-_CLINICAL_READ = frozenset({Action.SELF, Action.DIRECTORY_READ, Action.PATIENT_READ})
+_CLINICAL_READ = frozenset(
+    {Action.SELF, Action.DIRECTORY_READ, Action.PATIENT_READ, Action.CONSULT_READ}
+)
 
 ROLE_GRANTS: Mapping[Role, frozenset[Action]] = {
-    Role.GRASSROOTS_DOCTOR: _CLINICAL_READ | {Action.PATIENT_WRITE},
-    Role.SPECIALIST: _CLINICAL_READ,
-    Role.CENTRE_COORDINATOR: _CLINICAL_READ,
+    Role.GRASSROOTS_DOCTOR: _CLINICAL_READ | {Action.PATIENT_WRITE, Action.CONSULT_REQUEST},
+    Role.SPECIALIST: _CLINICAL_READ | {Action.CONSULT_WORK},
+    Role.CENTRE_COORDINATOR: _CLINICAL_READ | {Action.CONSULT_COORDINATE},
     Role.STROKE_TEAM: _CLINICAL_READ,
     Role.AMBULANCE: frozenset({Action.SELF, Action.DIRECTORY_READ}),
     Role.SUPERVISOR: frozenset({Action.SELF, Action.DIRECTORY_READ, Action.AUDIT_READ}),
@@ -112,19 +118,86 @@ def patient_scope(principal: Principal) -> frozenset[uuid.UUID]:
 def patient_visible_clause(
     principal: Principal, patient_id: ColumnElement[uuid.UUID] | InstrumentedAttribute[uuid.UUID]
 ) -> ColumnElement[bool]:
-    """A SQL condition true for the patients this caller may read."""
+    """A SQL condition true for the patients this caller may read: known at an institution in
+    their scope, or the subject of a consult they may see."""
     scope = patient_scope(principal)
-    if not scope:
-        return false()
-    return exists(
-        select(PatientLink.patient_id).where(
-            PatientLink.patient_id == patient_id, PatientLink.institution_id.in_(scope)
+    via_link = (
+        exists(
+            select(PatientLink.patient_id).where(
+                PatientLink.patient_id == patient_id, PatientLink.institution_id.in_(scope)
+            )
         )
+        if scope
+        else false()
     )
+    consults = consult_visible_clause(principal)
+    via_consult = exists(select(Consult.id).where(Consult.patient_id == patient_id, consults))
+    return or_(via_link, via_consult)
 
 
 def can_see_patient(principal: Principal, linked_institutions: frozenset[uuid.UUID]) -> bool:
+    """By institution only; :func:`patient_visible_clause` also admits patients via consults."""
     return bool(patient_scope(principal) & linked_institutions)
+
+
+# -- consults ---------------------------------------------------------------------------
+
+_CENTRE_ROLES = frozenset({Role.SPECIALIST, Role.CENTRE_COORDINATOR})
+
+
+def centre_side(principal: Principal, centre: Centre) -> bool:
+    """A specialist or coordinator of ``centre`` at the lead hospital that hosts the centres."""
+    return (
+        bool(principal.roles & _CENTRE_ROLES)
+        and centre in principal.centres
+        and principal.institution_kind is InstitutionKind.LEAD_HOSPITAL
+    )
+
+
+def requester_side(principal: Principal, requester_institution_id: uuid.UUID) -> bool:
+    return (
+        Role.GRASSROOTS_DOCTOR in principal.roles
+        and requester_institution_id in principal.care_institutions
+    )
+
+
+def escalation_partner(principal: Principal, escalated_to: uuid.UUID | None) -> bool:
+    return (
+        Role.SPECIALIST in principal.roles
+        and escalated_to is not None
+        and escalated_to == principal.institution_id
+    )
+
+
+def consult_visible(principal: Principal, consult: Consult) -> bool:
+    return (
+        requester_side(principal, consult.requester_institution_id)
+        or centre_side(principal, consult.centre)
+        or escalation_partner(principal, consult.escalated_to_institution_id)
+    )
+
+
+def consult_visible_clause(principal: Principal) -> ColumnElement[bool]:
+    """The SQL form of :func:`consult_visible`, for lists."""
+    clauses: list[ColumnElement[bool]] = []
+    if Role.GRASSROOTS_DOCTOR in principal.roles and principal.care_institutions:
+        clauses.append(Consult.requester_institution_id.in_(principal.care_institutions))
+    centres = [c for c in principal.centres if centre_side(principal, c)]
+    if centres:
+        clauses.append(Consult.centre.in_(centres))
+    if Role.SPECIALIST in principal.roles:
+        clauses.append(Consult.escalated_to_institution_id == principal.institution_id)
+    return or_(*clauses) if clauses else false()
+
+
+def can_work_on(principal: Principal, consult: Consult) -> bool:
+    """May take and answer this consult: a specialist of its centre, or of the partner hospital
+    it was escalated to."""
+    if Role.SPECIALIST not in principal.roles:
+        return False
+    return centre_side(principal, consult.centre) or escalation_partner(
+        principal, consult.escalated_to_institution_id
+    )
 
 
 def can_register_patient_at(principal: Principal, institution_id: uuid.UUID) -> bool:

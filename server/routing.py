@@ -27,6 +27,8 @@ from pydantic.json_schema import models_json_schema
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import Actor, Entry, record
+from server.events import PendingEvent
+from server.events import write as write_events
 from server.keys import AUTHENTICATOR, CLIENT_ADDRESS, REQUEST_ID, SESSIONS
 from server.policy import Action, Principal, require
 from server.problems import (
@@ -75,6 +77,7 @@ class Call(Generic[BodyT, QueryT]):
     query: QueryT
     path: dict[str, Any]
     commit_on_error: bool = False
+    pending_events: list[PendingEvent] = field(default_factory=list)
 
     @property
     def principal(self) -> Principal:
@@ -105,6 +108,19 @@ class Call(Generic[BodyT, QueryT]):
 
     async def audit_many(self, entries: Iterable[Entry]) -> None:
         await record(self.session, self.actor(), entries)
+
+    def publish(
+        self,
+        streams: Iterable[str],
+        type: str,
+        *,
+        consult_id: uuid.UUID | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> None:
+        """Stage an event; it is written with this request's transaction, or not at all."""
+        self.pending_events.append(
+            PendingEvent(tuple(streams), type, consult_id, dict(payload or {}))
+        )
 
 
 def client_address(request: web.Request) -> str:
@@ -243,6 +259,7 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
                     path=path,
                 )
                 result = await route.handler(call)
+                await write_events(session, call.pending_events)
                 await session.commit()
             except BaseException:
                 if call is not None and call.commit_on_error:

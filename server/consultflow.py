@@ -1,0 +1,97 @@
+"""The consult lifecycle as an explicit state machine.
+
+The main path: draft → submitted → claimed → reported → acknowledged. Also:
+cancelled (by the requester before a claim), returned for more information (specialist to
+requester, who resubmits), released (a claim given back), reassigned (by the coordinator),
+escalated to a partner hospital (whose specialist reports), and amended (a new report version
+after signing, which the requester acknowledges again).
+
+A transition not in :data:`TRANSITIONS` raises :class:`IllegalTransition` (HTTP 409); every
+accepted one is stored with its actor and time by the caller.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from server.problems import Conflict
+
+
+class ConsultState(enum.StrEnum):
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    CLAIMED = "claimed"
+    RETURNED = "returned"  # for more information, back to the requester
+    ESCALATED = "escalated"  # to a partner hospital's specialist
+    REPORTED = "reported"
+    ACKNOWLEDGED = "acknowledged"
+    CANCELLED = "cancelled"
+
+
+class ConsultAction(enum.StrEnum):
+    SUBMIT = "submit"
+    CANCEL = "cancel"
+    CLAIM = "claim"
+    RELEASE = "release"
+    REASSIGN = "reassign"
+    RETURN = "return"
+    ESCALATE = "escalate"
+    REPORT = "report"
+    AMEND = "amend"
+    ACKNOWLEDGE = "acknowledge"
+
+
+class Priority(enum.StrEnum):
+    ROUTINE = "routine"
+    URGENT = "urgent"
+    STAT = "stat"
+
+    @property
+    def rank(self) -> int:
+        """Sort key: stat first."""
+        return {Priority.STAT: 0, Priority.URGENT: 1, Priority.ROUTINE: 2}[self]
+
+
+S, A = ConsultState, ConsultAction
+
+TRANSITIONS: dict[tuple[ConsultState, ConsultAction], ConsultState] = {
+    (S.DRAFT, A.SUBMIT): S.SUBMITTED,
+    (S.DRAFT, A.CANCEL): S.CANCELLED,
+    (S.SUBMITTED, A.CANCEL): S.CANCELLED,
+    (S.SUBMITTED, A.CLAIM): S.CLAIMED,
+    (S.SUBMITTED, A.REASSIGN): S.CLAIMED,
+    (S.CLAIMED, A.RELEASE): S.SUBMITTED,
+    (S.CLAIMED, A.REASSIGN): S.CLAIMED,
+    (S.CLAIMED, A.RETURN): S.RETURNED,
+    (S.CLAIMED, A.ESCALATE): S.ESCALATED,
+    (S.CLAIMED, A.REPORT): S.REPORTED,
+    (S.RETURNED, A.SUBMIT): S.SUBMITTED,
+    (S.RETURNED, A.CANCEL): S.CANCELLED,
+    (S.ESCALATED, A.REPORT): S.REPORTED,
+    (S.REPORTED, A.ACKNOWLEDGE): S.ACKNOWLEDGED,
+    (S.REPORTED, A.AMEND): S.REPORTED,
+    (S.ACKNOWLEDGED, A.AMEND): S.REPORTED,
+}
+
+#: States in which the centre still owes an answer (counted against the turnaround target).
+OPEN_STATES = frozenset({S.SUBMITTED, S.CLAIMED, S.ESCALATED})
+#: States that appear on a centre's worklist.
+WORKLIST_STATES = frozenset({S.SUBMITTED, S.CLAIMED, S.ESCALATED})
+FINAL_STATES = frozenset({S.ACKNOWLEDGED, S.CANCELLED})
+
+
+class IllegalTransition(Conflict):
+    code = "illegal-transition"
+    title, title_zh = "Not allowed in this state", "当前状态下不允许此操作"
+
+
+def advance(state: ConsultState, action: ConsultAction) -> ConsultState:
+    try:
+        return TRANSITIONS[(state, action)]
+    except KeyError:
+        allowed = sorted(a.value for (s, a) in TRANSITIONS if s is state)
+        raise IllegalTransition(
+            f"cannot {action.value} a consult that is {state.value}",
+            state=state.value,
+            allowed=allowed,
+        ) from None

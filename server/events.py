@@ -1,0 +1,84 @@
+"""Durable, ordered, per-recipient event streams (Zulip's event queue, in the database).
+
+A handler *stages* events on its unit of work; the router writes them last, just before commit,
+in the same transaction as the change they announce. So an event exists if and only if its change
+was committed, and a crash between the two cannot lose one.
+
+Ids must increase in commit order, or a reader that saw id N could later miss a smaller id that
+committed after it. On PostgreSQL, writers of events take a transaction-scoped advisory lock
+before inserting (held only for the insert and the commit, as events are written last); SQLite has
+a single writer already.
+
+Streams are named ``user:<id>``, ``inst:<id>``, ``centre:<code>`` and ``coord:<code>``. A user's
+feed is the union of the streams they belong to; they acknowledge it up to an id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.models import Centre, Event, Role, utcnow
+from server.policy import Principal
+
+_EVENTS_LOCK_KEY = 0x48555A45
+
+
+def user_stream(user_id: uuid.UUID) -> str:
+    return f"user:{user_id.hex}"
+
+
+def institution_stream(institution_id: uuid.UUID) -> str:
+    return f"inst:{institution_id.hex}"
+
+
+def centre_stream(centre: Centre) -> str:
+    return f"centre:{centre.value}"
+
+
+def coordinator_stream(centre: Centre) -> str:
+    return f"coord:{centre.value}"
+
+
+def streams_of(principal: Principal) -> list[str]:
+    """Every stream whose events this user receives."""
+    streams = [user_stream(principal.user_id), institution_stream(principal.institution_id)]
+    if principal.roles & {Role.SPECIALIST, Role.CENTRE_COORDINATOR}:
+        streams += [centre_stream(c) for c in sorted(principal.centres)]
+    if Role.CENTRE_COORDINATOR in principal.roles:
+        streams += [coordinator_stream(c) for c in sorted(principal.centres)]
+    return streams
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    streams: tuple[str, ...]
+    type: str
+    consult_id: uuid.UUID | None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+async def write(session: AsyncSession, pending: list[PendingEvent]) -> list[int]:
+    """Insert staged events, last thing in the transaction. Returns the new ids."""
+    if not pending:
+        return []
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENTS_LOCK_KEY})
+    now = utcnow()
+    rows = [
+        {
+            "stream": stream,
+            "type": ev.type,
+            "consult_id": ev.consult_id,
+            "payload": ev.payload,
+            "created_at": now,
+        }
+        for ev in pending
+        for stream in dict.fromkeys(ev.streams)
+    ]
+    result = await session.execute(insert(Event).returning(Event.id), rows)
+    return [int(i) for i in result.scalars()]
