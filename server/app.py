@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from aiohttp import web
 from sqlalchemy import text
 
-from server import accounts, auditlog, directory, patients, signin
+from server import accounts, auditlog, consults, directory, feed, patients, reports, signin
 from server.db import current_revision, make_engine, make_sessionmaker, migrate
 from server.keys import (
     AUTHENTICATOR,
@@ -53,7 +53,7 @@ def app_version() -> str:
 def api_router() -> Router:
     """Every API route of the service, in one table (the policy test walks it)."""
     router = Router()
-    for module in (signin, directory, accounts, patients, auditlog):
+    for module in (signin, directory, accounts, patients, consults, reports, feed, auditlog):
         router.include(module.router)
     return router
 

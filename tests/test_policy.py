@@ -21,6 +21,9 @@ CENTRE_STAFF = frozenset(
 )
 CLINICAL = GRASSROOTS | CENTRE_STAFF
 EVERYONE = frozenset(DEMO_USERS)
+SPECIALISTS = frozenset({"ecg", "radiology", "consult", "lab", "pathology", "neuro"})
+#: Who sees a consult from 城关镇卫生院 to the imaging centre.
+IMAGING_CONSULT = frozenset({"chengguan", "radiology", "coordinator"})
 
 _counter = itertools.count(1)
 
@@ -30,6 +33,11 @@ class Ctx:
     jiaji_patient: str  # 王秀英, known at 贾集村卫生室 only
     lead_hospital: str
     some_user: str
+    chengguan_patient: str = ""  # 张桂兰, known at 城关镇卫生院
+    consult: str = ""  # chengguan → imaging, submitted
+    report: str = ""  # a signed imaging report of another chengguan consult
+    radiology: str = ""  # the radiology specialist's user id
+    event: str = ""  # an event in chengguan's own stream
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,8 @@ class Case:
     path: str  # the route template
     url: Callable[[Ctx], str]
     allowed: frozenset[str]
+    #: What a user both allowed and in scope gets (a 409 means the policy let it through to the
+    #: state machine, which is the point here).
     ok: int
     body: Callable[[Ctx], dict[str, Any] | None] = lambda _: None
     #: Status for users the role allows but the institution scope does not.
@@ -76,6 +86,25 @@ def _new_institution(ctx: Ctx) -> dict[str, Any]:
         "kind": "township_health_centre",
         "parent_id": ctx.lead_hospital,
     }
+
+
+def _transition(
+    action: str,
+    allowed: frozenset[str],
+    ok: int,
+    in_scope: frozenset[str],
+    body: Callable[[Ctx], dict[str, Any] | None] = lambda _: {},
+) -> Case:
+    return Case(
+        "POST",
+        f"/api/v1/consults/{{consult_id}}/{action}",
+        lambda c: f"/api/v1/consults/{c.consult}/{action}",
+        allowed,
+        ok,
+        body=body,
+        out_of_scope=404,
+        in_scope=in_scope,
+    )
 
 
 CASES: tuple[Case, ...] = (
@@ -168,6 +197,116 @@ CASES: tuple[Case, ...] = (
     Case(
         "GET", "/api/v1/audit", lambda c: "/api/v1/audit", frozenset({"admin", "supervisor"}), 200
     ),
+    # -- consults, in an order that walks the matrix consult through its states --------------
+    Case(
+        "POST",
+        "/api/v1/consults",
+        lambda c: "/api/v1/consults",
+        GRASSROOTS,
+        201,
+        body=lambda c: {"patient_id": c.chengguan_patient, "centre": "imaging", "question": "?"},
+        out_of_scope=422,  # the patient is not theirs
+        in_scope=frozenset({"chengguan"}),
+    ),
+    Case("GET", "/api/v1/consults", lambda c: "/api/v1/consults", CLINICAL, 200),
+    Case(
+        "GET",
+        "/api/v1/consults/{consult_id}",
+        lambda c: f"/api/v1/consults/{c.consult}",
+        CLINICAL,
+        200,
+        out_of_scope=404,
+        in_scope=IMAGING_CONSULT,
+    ),
+    Case(
+        "GET",
+        "/api/v1/centres/{centre}/worklist",
+        lambda c: "/api/v1/centres/imaging/worklist",
+        CLINICAL,
+        200,
+        out_of_scope=403,
+        in_scope=frozenset({"radiology", "coordinator"}),
+    ),
+    _transition("submit", GRASSROOTS, 409, frozenset({"chengguan"})),  # already submitted
+    _transition("claim", SPECIALISTS, 200, frozenset({"radiology"})),
+    _transition("release", SPECIALISTS, 200, frozenset({"radiology"})),
+    _transition(
+        "reassign",
+        frozenset({"coordinator"}),
+        200,
+        frozenset({"coordinator"}),
+        body=lambda c: {"assignee_id": c.radiology},
+    ),
+    _transition(
+        "return", SPECIALISTS, 200, frozenset({"radiology"}), body=lambda c: {"note": "补充"}
+    ),
+    _transition(
+        "escalate",
+        SPECIALISTS,
+        409,  # returned, not claimed
+        frozenset({"radiology"}),
+        body=lambda c: {"institution_id": c.lead_hospital, "note": "x"},
+    ),
+    _transition("acknowledge", GRASSROOTS, 409, frozenset({"chengguan"})),
+    Case(
+        "POST",
+        "/api/v1/consults/{consult_id}/reports",
+        lambda c: f"/api/v1/consults/{c.consult}/reports",
+        SPECIALISTS,
+        409,  # returned: no report now
+        body=lambda c: {"content": {"kind": "imaging"}},
+        out_of_scope=404,
+        in_scope=frozenset({"radiology"}),
+    ),
+    _transition("cancel", GRASSROOTS, 200, frozenset({"chengguan"})),
+    Case(
+        "GET",
+        "/api/v1/reports/{report_id}",
+        lambda c: f"/api/v1/reports/{c.report}",
+        CLINICAL,
+        200,
+        out_of_scope=404,
+        in_scope=IMAGING_CONSULT,
+    ),
+    Case(
+        "PATCH",
+        "/api/v1/reports/{report_id}",
+        lambda c: f"/api/v1/reports/{c.report}",
+        SPECIALISTS,
+        409,  # signed: frozen
+        body=lambda c: {"content": {"kind": "imaging"}},
+        out_of_scope=404,
+        in_scope=frozenset({"radiology"}),
+    ),
+    Case(
+        "POST",
+        "/api/v1/reports/{report_id}/sign",
+        lambda c: f"/api/v1/reports/{c.report}/sign",
+        SPECIALISTS,
+        409,  # already signed
+        out_of_scope=404,
+        in_scope=frozenset({"radiology"}),
+    ),
+    Case(
+        "POST",
+        "/api/v1/reports/{report_id}/amend",
+        lambda c: f"/api/v1/reports/{c.report}/amend",
+        SPECIALISTS,
+        201,
+        out_of_scope=404,
+        in_scope=frozenset({"radiology"}),
+    ),
+    Case("GET", "/api/v1/events", lambda c: "/api/v1/events", EVERYONE, 200),
+    Case(
+        "POST",
+        "/api/v1/events/ack",
+        lambda c: "/api/v1/events/ack",
+        EVERYONE,
+        200,
+        body=lambda c: {"up_to": int(c.event)},
+        out_of_scope=404,  # not an event of theirs
+        in_scope=frozenset({"chengguan"}),
+    ),
     # Sign-out last: it revokes the token the rows above used.
     Case("POST", "/api/v1/auth/logout", lambda c: "/api/v1/auth/logout", EVERYONE, 204),
 )
@@ -195,10 +334,38 @@ async def _context(api: Api) -> Ctx:
     status, users = await api.get("/api/v1/users", "admin")
     assert status == 200
     supervisor = next(u["id"] for u in users["items"] if u["username"] == "supervisor")
+    radiology = next(u["id"] for u in users["items"] if u["username"] == "radiology")
+    status, found = await api.get("/api/v1/patients?name=张桂兰", "chengguan")
+    chengguan_patient = found["items"][0]["id"]
+    consults = []
+    for _ in range(2):
+        status, consult = await api.post(
+            "/api/v1/consults",
+            "chengguan",
+            json={"patient_id": chengguan_patient, "centre": "imaging", "question": "胸片"},
+        )
+        assert status == 201
+        consults.append(consult["id"])
+    reported = consults[1]
+    await api.post(f"/api/v1/consults/{reported}/claim", "radiology", json={})
+    _, draft = await api.post(
+        f"/api/v1/consults/{reported}/reports",
+        "radiology",
+        json={"content": {"kind": "imaging", "impression": "未见异常"}},
+    )
+    status, _ = await api.post(f"/api/v1/reports/{draft['id']}/sign", "radiology")
+    assert status == 200
+    status, feed = await api.get("/api/v1/events", "chengguan")
+    event = next(e["id"] for e in feed["items"] if e["stream"].startswith("user:"))
     return Ctx(
         jiaji_patient=body["items"][0]["id"],
         lead_hospital=await api.institution_id("xrmyy"),
         some_user=supervisor,
+        chengguan_patient=chengguan_patient,
+        consult=consults[0],
+        report=draft["id"],
+        radiology=radiology,
+        event=str(event),
     )
 
 

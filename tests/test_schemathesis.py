@@ -37,6 +37,10 @@ USER_FOR_ACTION = {
     "patient.read": "jiaji",
     "patient.write": "jiaji",
     "audit.read": "supervisor",
+    "consult.request": "chengguan",
+    "consult.read": "radiology",
+    "consult.work": "radiology",
+    "consult.coordinate": "coordinator",
 }
 #: Signing out would revoke the token the other operations use; it has its own tests.
 SKIP = {("POST", "/api/v1/auth/logout")}

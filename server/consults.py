@@ -1,0 +1,741 @@
+"""Consult requests: opening, the lifecycle transitions, the timeline and the centre worklists.
+
+Every transition is a guarded update: ``UPDATE consults … WHERE id = ? AND state = ? AND
+version = ?``. Of two callers acting on the same consult at once (two specialists claiming it),
+exactly one matches; the other gets 409 and nothing changes. Each accepted transition is stored
+with its actor and time, and the clinically meaningful ones are announced on the durable streams
+in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import Field
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.audit import Entry, Outcome
+from server.consultflow import (
+    WORKLIST_STATES,
+    ConsultAction,
+    ConsultState,
+    Priority,
+    advance,
+)
+from server.events import centre_stream, institution_stream, user_stream
+from server.models import (
+    Centre,
+    Consult,
+    ConsultTransition,
+    Institution,
+    InstitutionKind,
+    Patient,
+    Report,
+    Role,
+    TurnaroundTarget,
+    User,
+    utcnow,
+)
+from server.policy import (
+    Action,
+    Principal,
+    can_work_on,
+    centre_side,
+    consult_visible,
+    consult_visible_clause,
+    patient_visible_clause,
+    requester_side,
+)
+from server.problems import Conflict, Forbidden, NotFound, ValidationFailed
+from server.routing import Call, Handler, QueryModel, RequestModel, ResponseModel, Router
+
+router = Router()
+
+Text = Annotated[str, Field(min_length=1, max_length=4000)]
+Note = Annotated[str, Field(max_length=2000)]
+
+
+# -- schemas ------------------------------------------------------------------------------
+
+
+class ConsultCreate(RequestModel):
+    patient_id: uuid.UUID
+    centre: Centre
+    question: Text
+    clinical_summary: Annotated[str, Field(max_length=8000)] = ""
+    priority: Priority = Priority.ROUTINE
+    preferred_video_at: dt.datetime | None = None
+    #: Submit at once (the usual case); ``false`` keeps a draft.
+    submit: bool = True
+
+
+class NoteBody(RequestModel):
+    note: Note = ""
+
+
+class ReturnBody(RequestModel):
+    #: What the specialist needs to know: required.
+    note: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class ReassignBody(RequestModel):
+    assignee_id: uuid.UUID
+    note: Note = ""
+
+
+class EscalateBody(RequestModel):
+    institution_id: uuid.UUID
+    note: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class PatientBrief(ResponseModel):
+    id: uuid.UUID
+    name: str
+    sex: str
+    birth_date: dt.date
+
+
+class TransitionOut(ResponseModel):
+    action: str
+    from_state: str | None
+    to_state: str
+    actor_user_id: uuid.UUID | None
+    at: dt.datetime
+    note: str
+    detail: dict[str, Any]
+
+
+class ReportBrief(ResponseModel):
+    id: uuid.UUID
+    version: int
+    state: str
+    critical: bool
+    signed_at: dt.datetime | None
+
+
+class ConsultOut(ResponseModel):
+    id: uuid.UUID
+    patient: PatientBrief
+    centre: Centre
+    state: ConsultState
+    priority: Priority
+    question: str
+    clinical_summary: str
+    preferred_video_at: dt.datetime | None
+    requester_user_id: uuid.UUID
+    requester_institution_id: uuid.UUID
+    assignee_user_id: uuid.UUID | None
+    escalated_to_institution_id: uuid.UUID | None
+    created_at: dt.datetime
+    submitted_at: dt.datetime | None
+    claimed_at: dt.datetime | None
+    reported_at: dt.datetime | None
+    acknowledged_at: dt.datetime | None
+    due_at: dt.datetime | None
+    version: int
+
+
+class ConsultDetail(ConsultOut):
+    timeline: list[TransitionOut]
+    reports: list[ReportBrief]
+
+
+class ConsultList(ResponseModel):
+    items: list[ConsultOut]
+    total: int
+
+
+class ConsultQuery(QueryModel):
+    state: ConsultState | None = None
+    centre: Centre | None = None
+    patient_id: uuid.UUID | None = None
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    offset: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+
+
+class WorklistItem(ResponseModel):
+    consult: ConsultOut
+    target_minutes: int
+    waiting_seconds: int
+    #: Negative once the target has passed.
+    seconds_left: int | None
+    overdue: bool
+
+
+class Worklist(ResponseModel):
+    centre: Centre
+    items: list[WorklistItem]
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def consult_out(consult: Consult, patient: Patient) -> ConsultOut:
+    return ConsultOut(
+        id=consult.id,
+        patient=PatientBrief.model_validate(patient),
+        centre=consult.centre,
+        state=consult.state,
+        priority=consult.priority,
+        question=consult.question,
+        clinical_summary=consult.clinical_summary,
+        preferred_video_at=consult.preferred_video_at,
+        requester_user_id=consult.requester_user_id,
+        requester_institution_id=consult.requester_institution_id,
+        assignee_user_id=consult.assignee_user_id,
+        escalated_to_institution_id=consult.escalated_to_institution_id,
+        created_at=consult.created_at,
+        submitted_at=consult.submitted_at,
+        claimed_at=consult.claimed_at,
+        reported_at=consult.reported_at,
+        acknowledged_at=consult.acknowledged_at,
+        due_at=consult.due_at,
+        version=consult.version,
+    )
+
+
+def requester_streams(consult: Consult) -> tuple[str, ...]:
+    return (
+        user_stream(consult.requester_user_id),
+        institution_stream(consult.requester_institution_id),
+    )
+
+
+def event_payload(consult: Consult, **extra: Any) -> dict[str, Any]:
+    """What an event says of a consult: ids and states, never patient data."""
+    return {
+        "consult_id": str(consult.id),
+        "centre": consult.centre.value,
+        "state": consult.state.value,
+        "priority": consult.priority.value,
+        **extra,
+    }
+
+
+async def target_minutes(db: AsyncSession, centre: Centre, priority: Priority) -> int:
+    minutes = await db.scalar(
+        select(TurnaroundTarget.minutes).where(
+            TurnaroundTarget.centre == centre, TurnaroundTarget.priority == priority
+        )
+    )
+    return int(minutes) if minutes is not None else 24 * 60
+
+
+async def load_consult(call: Call[Any, Any], consult_id: uuid.UUID) -> tuple[Consult, Patient]:
+    """The consult and its patient if the caller may see it, else 404 (audited as denied)."""
+    row = (
+        await call.session.execute(
+            select(Consult, Patient)
+            .join(Patient, Patient.id == Consult.patient_id)
+            .where(Consult.id == consult_id)
+        )
+    ).first()
+    if row is None or not consult_visible(call.principal, row[0]):
+        await call.audit(
+            Entry(
+                action="consult.read",
+                object_type="consult",
+                object_id=str(consult_id),
+                patient_id=row[1].id if row else None,
+                outcome=Outcome.DENIED,
+            )
+        )
+        call.commit_on_error = True
+        raise NotFound("no such consult")
+    return row[0], row[1]
+
+
+async def transition(
+    call: Call[Any, Any],
+    consult: Consult,
+    action: ConsultAction,
+    *,
+    note: str = "",
+    detail: dict[str, Any] | None = None,
+    **changes: Any,
+) -> ConsultState:
+    """Apply ``action`` atomically: only if the consult is still in the state we read."""
+    old = consult.state
+    new = advance(old, action)
+    now = utcnow()
+    values: dict[str, Any] = {"state": new, "version": consult.version + 1, **changes}
+    result = await call.session.execute(
+        update(Consult)
+        .where(Consult.id == consult.id, Consult.state == old, Consult.version == consult.version)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict("the consult was changed by someone else; reload it")
+    for key, value in values.items():
+        setattr(consult, key, value)
+    call.session.add(
+        ConsultTransition(
+            consult_id=consult.id,
+            action=action.value,
+            from_state=old.value,
+            to_state=new.value,
+            actor_user_id=call.principal.user_id,
+            at=now,
+            note=note,
+            detail=detail or {},
+        )
+    )
+    await call.audit(
+        Entry(
+            action=f"consult.{action.value}",
+            object_type="consult",
+            object_id=str(consult.id),
+            patient_id=consult.patient_id,
+        )
+    )
+    return new
+
+
+async def submit_fields(db: AsyncSession, consult: Consult) -> dict[str, Any]:
+    now = utcnow()
+    minutes = await target_minutes(db, consult.centre, consult.priority)
+    return {
+        "submitted_at": now,
+        "due_at": now + dt.timedelta(minutes=minutes),
+        "overdue_notified_at": None,
+        "assignee_user_id": None,
+        "claimed_at": None,
+    }
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise Forbidden(message)
+
+
+# -- routes ---------------------------------------------------------------------------------
+
+
+@router.route(
+    "POST",
+    "/api/v1/consults",
+    action=Action.CONSULT_REQUEST,
+    summary="Open a consult request to one of the five centres",
+    tags=["consults"],
+    body=ConsultCreate,
+    response=ConsultDetail,
+    status=201,
+)
+async def create_consult(call: Call[ConsultCreate, None]) -> ConsultDetail:
+    """The patient must be visible to the caller. With ``submit`` (the default) the request
+    enters the centre's worklist at once, with its turnaround target."""
+    body = call.body
+    p = call.principal
+    patient = await call.session.scalar(
+        select(Patient).where(Patient.id == body.patient_id, patient_visible_clause(p, Patient.id))
+    )
+    if patient is None:
+        raise ValidationFailed("unknown patient", field="patient_id")
+    now = utcnow()
+    consult = Consult(
+        id=uuid.uuid4(),
+        patient_id=patient.id,
+        centre=body.centre,
+        state=ConsultState.DRAFT,
+        priority=body.priority,
+        priority_rank=body.priority.rank,
+        question=body.question,
+        clinical_summary=body.clinical_summary,
+        preferred_video_at=body.preferred_video_at,
+        requester_user_id=p.user_id,
+        requester_institution_id=p.institution_id,
+        created_at=now,
+    )
+    call.session.add(consult)
+    call.session.add(
+        ConsultTransition(
+            consult_id=consult.id,
+            action="create",
+            from_state=None,
+            to_state=ConsultState.DRAFT.value,
+            actor_user_id=p.user_id,
+            at=now,
+        )
+    )
+    await call.session.flush()
+    await call.audit(
+        Entry(
+            action="consult.create",
+            object_type="consult",
+            object_id=str(consult.id),
+            patient_id=patient.id,
+        )
+    )
+    if body.submit:
+        await _submit(call, consult)
+    return await _detail(call, consult, patient)
+
+
+async def _submit(call: Call[Any, Any], consult: Consult) -> None:
+    fields = await submit_fields(call.session, consult)
+    await transition(call, consult, ConsultAction.SUBMIT, **fields)
+    call.publish(
+        [centre_stream(consult.centre)],
+        "consult.submitted",
+        consult_id=consult.id,
+        payload=event_payload(
+            consult, due_at=consult.due_at.isoformat() if consult.due_at else None
+        ),
+    )
+
+
+async def _detail(call: Call[Any, Any], consult: Consult, patient: Patient) -> ConsultDetail:
+    timeline = await call.session.scalars(
+        select(ConsultTransition)
+        .where(ConsultTransition.consult_id == consult.id)
+        .order_by(ConsultTransition.id)
+    )
+    reports = await call.session.scalars(
+        select(Report).where(Report.consult_id == consult.id).order_by(Report.version)
+    )
+    return ConsultDetail(
+        **consult_out(consult, patient).model_dump(),
+        timeline=[TransitionOut.model_validate(t) for t in timeline],
+        reports=[ReportBrief.model_validate(r) for r in reports],
+    )
+
+
+@router.route(
+    "GET",
+    "/api/v1/consults",
+    action=Action.CONSULT_READ,
+    summary="Consults visible to the caller, newest first",
+    tags=["consults"],
+    query=ConsultQuery,
+    response=ConsultList,
+)
+async def list_consults(call: Call[None, ConsultQuery]) -> ConsultList:
+    q = call.query
+    stmt = (
+        select(Consult, Patient)
+        .join(Patient, Patient.id == Consult.patient_id)
+        .where(consult_visible_clause(call.principal))
+    )
+    if q.state is not None:
+        stmt = stmt.where(Consult.state == q.state)
+    if q.centre is not None:
+        stmt = stmt.where(Consult.centre == q.centre)
+    if q.patient_id is not None:
+        stmt = stmt.where(Consult.patient_id == q.patient_id)
+    total = await call.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = (
+        await call.session.execute(
+            stmt.order_by(Consult.created_at.desc(), Consult.id).limit(q.limit).offset(q.offset)
+        )
+    ).all()
+    await call.audit_many(
+        Entry(
+            action="consult.list",
+            object_type="consult",
+            object_id=str(c.id),
+            patient_id=c.patient_id,
+        )
+        for c, _ in rows
+    )
+    return ConsultList(items=[consult_out(c, p) for c, p in rows], total=total)
+
+
+@router.route(
+    "GET",
+    "/api/v1/consults/{consult_id}",
+    action=Action.CONSULT_READ,
+    summary="One consult with its timeline and reports",
+    tags=["consults"],
+    response=ConsultDetail,
+)
+async def get_consult(call: Call[None, None]) -> ConsultDetail:
+    consult, patient = await load_consult(call, call.path["consult_id"])
+    await call.audit(
+        Entry(
+            action="consult.read",
+            object_type="consult",
+            object_id=str(consult.id),
+            patient_id=patient.id,
+        )
+    )
+    return await _detail(call, consult, patient)
+
+
+def _transition_route(
+    action: ConsultAction,
+    summary: str,
+    needs: Action,
+    body: type[RequestModel] = NoteBody,
+) -> Callable[[Handler], Handler]:
+    return router.route(
+        "POST",
+        f"/api/v1/consults/{{consult_id}}/{action.value}",
+        action=needs,
+        summary=summary,
+        tags=["consults"],
+        body=body,
+        response=ConsultDetail,
+        errors=[409],
+    )
+
+
+@_transition_route(
+    ConsultAction.SUBMIT, "Submit a draft, or resubmit a returned consult", Action.CONSULT_REQUEST
+)
+async def submit_consult(call: Call[NoteBody, None]) -> ConsultDetail:
+    consult, patient = await load_consult(call, call.path["consult_id"])
+    _require(
+        requester_side(call.principal, consult.requester_institution_id),
+        "only the requesting station submits",
+    )
+    await _submit(call, consult)
+    return await _detail(call, consult, patient)
+
+
+@_transition_route(
+    ConsultAction.CANCEL, "Cancel a consult before a specialist claims it", Action.CONSULT_REQUEST
+)
+async def cancel_consult(call: Call[NoteBody, None]) -> ConsultDetail:
+    consult, patient = await load_consult(call, call.path["consult_id"])
+    _require(
+        requester_side(call.principal, consult.requester_institution_id),
+        "only the requesting station cancels",
+    )
+    await transition(call, consult, ConsultAction.CANCEL, note=call.body.note)
+    call.publish(
+        [centre_stream(consult.centre)],
+        "consult.cancelled",
+        consult_id=consult.id,
+        payload=event_payload(consult),
+    )
+    return await _detail(call, consult, patient)
+
+
+@_transition_route(
+    ConsultAction.CLAIM, "Claim a consult from the centre's worklist (atomic)", Action.CONSULT_WORK
+)
+async def claim_consult(call: Call[NoteBody, None]) -> ConsultDetail:
+    """Of two specialists claiming at once, one wins; the other gets 409."""
+    consult, patient = await load_consult(call, call.path["consult_id"])
+    _require(can_work_on(call.principal, consult), "only a specialist of this centre claims it")
+    await transition(
+        call,
+        consult,
+        ConsultAction.CLAIM,
+        note=call.body.note,
+        assignee_user_id=call.principal.user_id,
+        claimed_at=utcnow(),
+    )
+    call.publish(
+        [centre_stream(consult.centre), *requester_streams(consult)],
+        "consult.claimed",
+        consult_id=consult.id,
+        payload=event_payload(consult, assignee_id=str(call.principal.user_id)),
+    )
+    return await _detail(call, consult, patient)
+
+
+def _require_assignee(principal: Principal, consult: Consult, action: ConsultAction) -> None:
+    """The action must fit the state (409) before we ask whose claim it is (403)."""
+    advance(consult.state, action)
+    if consult.assignee_user_id != principal.user_id:
+        raise Forbidden("this consult is claimed by another specialist")
+
+
+@_transition_route(
+    ConsultAction.RELEASE, "Give a claimed consult back to the worklist", Action.CONSULT_WORK
+)
+async def release_consult(call: Call[NoteBody, None]) -> ConsultDetail:
+    consult, patient = await load_consult(call, call.path["consult_id"])
+    _require_assignee(call.principal, consult, ConsultAction.RELEASE)
+    await transition(
+        call,
+        consult,
+        ConsultAction.RELEASE,
+        note=call.body.note,
+        assignee_user_id=None,
+        claimed_at=None,
+    )
+    call.publish(
+        [centre_stream(consult.centre)],
+        "consult.released",
+        consult_id=consult.id,
+        payload=event_payload(consult),
+    )
+    return await _detail(call, consult, patient)
+
+
+@_transition_route(
+    ConsultAction.RETURN,
+    "Return to the requester for more information",
+    Action.CONSULT_WORK,
+    ReturnBody,
+)
+async def return_consult(call: Call[ReturnBody, None]) -> ConsultDetail:
+    consult, patient = await load_consult(call, call.path["consult_id"])
+    _require_assignee(call.principal, consult, ConsultAction.RETURN)
+    await transition(
+        call,
+        consult,
+        ConsultAction.RETURN,
+        note=call.body.note,
+        assignee_user_id=None,
+        claimed_at=None,
+    )
+    call.publish(
+        requester_streams(consult),
+        "consult.returned",
+        consult_id=consult.id,
+        payload=event_payload(consult),
+    )
+    return await _detail(call, consult, patient)
+
+
+@_transition_route(
+    ConsultAction.REASSIGN,
+    "Assign a consult to a specialist of its centre (coordinator)",
+    Action.CONSULT_COORDINATE,
+    ReassignBody,
+)
+async def reassign_consult(call: Call[ReassignBody, None]) -> ConsultDetail:
+    consult, patient = await load_consult(call, call.path["consult_id"])
+    _require(
+        centre_side(call.principal, consult.centre), "only this centre's coordinator reassigns"
+    )
+    assignee = await call.session.get(User, call.body.assignee_id)
+    if assignee is None or not assignee.active:
+        raise ValidationFailed("unknown specialist", field="assignee_id")
+    if Role.SPECIALIST not in assignee.role_set or consult.centre not in assignee.centre_set:
+        raise ValidationFailed(
+            "the assignee is not a specialist of this centre", field="assignee_id"
+        )
+    await transition(
+        call,
+        consult,
+        ConsultAction.REASSIGN,
+        note=call.body.note,
+        detail={"assignee_id": str(assignee.id)},
+        assignee_user_id=assignee.id,
+        claimed_at=utcnow(),
+    )
+    call.publish(
+        [user_stream(assignee.id), centre_stream(consult.centre)],
+        "consult.assigned",
+        consult_id=consult.id,
+        payload=event_payload(consult, assignee_id=str(assignee.id)),
+    )
+    return await _detail(call, consult, patient)
+
+
+@_transition_route(
+    ConsultAction.ESCALATE,
+    "Escalate to a partner hospital's specialists",
+    Action.CONSULT_WORK,
+    EscalateBody,
+)
+async def escalate_consult(call: Call[EscalateBody, None]) -> ConsultDetail:
+    consult, patient = await load_consult(call, call.path["consult_id"])
+    _require_assignee(call.principal, consult, ConsultAction.ESCALATE)
+    partner = await call.session.get(Institution, call.body.institution_id)
+    if (
+        partner is None
+        or partner.kind is not InstitutionKind.PARTNER_HOSPITAL
+        or not partner.active
+    ):
+        raise ValidationFailed("escalate to an active partner hospital", field="institution_id")
+    await transition(
+        call,
+        consult,
+        ConsultAction.ESCALATE,
+        note=call.body.note,
+        detail={"institution_id": str(partner.id)},
+        escalated_to_institution_id=partner.id,
+    )
+    call.publish(
+        [institution_stream(partner.id), *requester_streams(consult)],
+        "consult.escalated",
+        consult_id=consult.id,
+        payload=event_payload(consult, institution_id=str(partner.id)),
+    )
+    return await _detail(call, consult, patient)
+
+
+@_transition_route(
+    ConsultAction.ACKNOWLEDGE,
+    "Acknowledge the signed report at the requesting station",
+    Action.CONSULT_REQUEST,
+)
+async def acknowledge_consult(call: Call[NoteBody, None]) -> ConsultDetail:
+    consult, patient = await load_consult(call, call.path["consult_id"])
+    _require(
+        requester_side(call.principal, consult.requester_institution_id),
+        "only the requesting station acknowledges",
+    )
+    await transition(
+        call, consult, ConsultAction.ACKNOWLEDGE, note=call.body.note, acknowledged_at=utcnow()
+    )
+    streams = [centre_stream(consult.centre)]
+    if consult.assignee_user_id is not None:
+        streams.append(user_stream(consult.assignee_user_id))
+    call.publish(
+        streams, "consult.acknowledged", consult_id=consult.id, payload=event_payload(consult)
+    )
+    return await _detail(call, consult, patient)
+
+
+@router.route(
+    "GET",
+    "/api/v1/centres/{centre}/worklist",
+    action=Action.CONSULT_READ,
+    summary="A centre's open cases: by priority, then by waiting time, with targets",
+    tags=["consults"],
+    response=Worklist,
+    path_types={"centre": Centre},
+)
+async def worklist(call: Call[None, None]) -> Worklist:
+    centre: Centre = call.path["centre"]
+    if not centre_side(call.principal, centre):
+        raise Forbidden("the worklist is for this centre's specialists and coordinators")
+    rows = (
+        await call.session.execute(
+            select(Consult, Patient)
+            .join(Patient, Patient.id == Consult.patient_id)
+            .where(Consult.centre == centre, Consult.state.in_(WORKLIST_STATES))
+            .order_by(Consult.priority_rank, Consult.submitted_at, Consult.id)
+        )
+    ).all()
+    targets = {
+        t.priority: t.minutes
+        for t in await call.session.scalars(
+            select(TurnaroundTarget).where(TurnaroundTarget.centre == centre)
+        )
+    }
+    now = utcnow()
+    items = []
+    for consult, patient in rows:
+        submitted = consult.submitted_at or consult.created_at
+        left = int((consult.due_at - now).total_seconds()) if consult.due_at else None
+        items.append(
+            WorklistItem(
+                consult=consult_out(consult, patient),
+                target_minutes=targets.get(consult.priority, 24 * 60),
+                waiting_seconds=max(0, int((now - submitted).total_seconds())),
+                seconds_left=left,
+                overdue=left is not None and left < 0,
+            )
+        )
+    await call.audit_many(
+        Entry(
+            action="consult.worklist",
+            object_type="consult",
+            object_id=str(c.id),
+            patient_id=c.patient_id,
+        )
+        for c, _ in rows
+    )
+    return Worklist(centre=centre, items=items)
