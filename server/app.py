@@ -15,11 +15,12 @@ from aiohttp import web
 from sqlalchemy import text
 
 from server import accounts, auditlog, consults, directory, feed, patients, reports, signin
-from server.db import current_revision, make_engine, make_sessionmaker, migrate
+from server.db import current_revision, head_revision, make_engine, make_sessionmaker, migrate
 from server.keys import (
     AUTHENTICATOR,
     CLIENT_ADDRESS,
     ENGINE,
+    HEAD_REVISION,
     METRICS,
     OPENAPI,
     PASSWORDS,
@@ -35,6 +36,7 @@ from server.problems import BY_STATUS, Problem, ServiceUnavailable, problem_resp
 from server.routing import Router, openapi_document
 from server.sessions import Passwords, SessionAuth
 from server.settings import Settings
+from server.watch import watchdog
 from server.webapp import install_web
 
 log = logging.getLogger(__name__)
@@ -164,8 +166,8 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception:
         log.warning("readiness check: database unreachable")
         return problem_response(503, _unready(rid, "the database is unreachable"))
-    if revision is None:
-        return problem_response(503, _unready(rid, "the database is not migrated"))
+    if revision != request.app[HEAD_REVISION]:
+        return problem_response(503, _unready(rid, "the database is not migrated to this version"))
     return web.json_response({"status": "ready", "database_revision": revision})
 
 
@@ -210,12 +212,14 @@ def create_app(settings: Settings) -> web.Application:
     app[PASSWORDS] = Passwords()
     app[AUTHENTICATOR] = SessionAuth(secret)
     app[METRICS] = Metrics()
+    app[HEAD_REVISION] = head_revision()
     router = api_router()
     app[OPENAPI] = json.dumps(
         openapi_document(router.routes, title="Huizhen 会诊 API", version=app_version()),
         ensure_ascii=False,
     ).encode()
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(watchdog)
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

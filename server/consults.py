@@ -677,7 +677,12 @@ async def acknowledge_consult(call: Call[NoteBody, None]) -> ConsultDetail:
         "only the requesting station acknowledges",
     )
     await transition(
-        call, consult, ConsultAction.ACKNOWLEDGE, note=call.body.note, acknowledged_at=utcnow()
+        call,
+        consult,
+        ConsultAction.ACKNOWLEDGE,
+        note=call.body.note,
+        acknowledged_at=utcnow(),
+        critical_since=None,  # a critical value stops repeating once acknowledged
     )
     streams = [centre_stream(consult.centre)]
     if consult.assignee_user_id is not None:

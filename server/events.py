@@ -10,7 +10,8 @@ before inserting (held only for the insert and the commit, as events are written
 a single writer already.
 
 Streams are named ``user:<id>``, ``inst:<id>``, ``centre:<code>`` and ``coord:<code>``. A user's
-feed is the union of the streams they belong to; they acknowledge it up to an id.
+feed is the union of the streams they belong to, one row per logical event (its ``key``) even when
+it reached several of their streams; they acknowledge it up to an id.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import ColumnElement, and_, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from server.models import Centre, Event, Role, utcnow
 from server.policy import Principal
@@ -62,6 +64,17 @@ class PendingEvent:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
+def feed_clause(streams: list[str]) -> ColumnElement[bool]:
+    """Rows of these streams, one per logical event: the first row of each key among them."""
+    other = aliased(Event)
+    first = (
+        select(func.min(other.id))
+        .where(other.key == Event.key, other.stream.in_(streams))
+        .scalar_subquery()
+    )
+    return and_(Event.stream.in_(streams), Event.id == first)
+
+
 async def write(session: AsyncSession, pending: list[PendingEvent]) -> list[int]:
     """Insert staged events, last thing in the transaction. Returns the new ids."""
     if not pending:
@@ -69,15 +82,17 @@ async def write(session: AsyncSession, pending: list[PendingEvent]) -> list[int]
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENTS_LOCK_KEY})
     now = utcnow()
+    keys = [uuid.uuid4() for _ in pending]
     rows = [
         {
+            "key": key,
             "stream": stream,
             "type": ev.type,
             "consult_id": ev.consult_id,
             "payload": ev.payload,
             "created_at": now,
         }
-        for ev in pending
+        for ev, key in zip(pending, keys, strict=True)
         for stream in dict.fromkeys(ev.streams)
     ]
     result = await session.execute(insert(Event).returning(Event.id), rows)

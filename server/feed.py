@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import Field
 from sqlalchemy import func, select
 
-from server.events import streams_of
+from server.events import feed_clause, streams_of
 from server.models import Event, EventCursor, utcnow
 from server.policy import Action
 from server.problems import NotFound
@@ -76,7 +76,7 @@ async def list_events(call: Call[None, EventQuery]) -> EventPage:
     rows = list(
         await call.session.scalars(
             select(Event)
-            .where(Event.stream.in_(streams_of(call.principal)), Event.id > after)
+            .where(feed_clause(streams_of(call.principal)), Event.id > after)
             .order_by(Event.id)
             .limit(call.query.limit + 1)
         )

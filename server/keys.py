@@ -17,6 +17,7 @@ PASSWORDS = web.AppKey("passwords", Passwords)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
 OPENAPI = web.AppKey("openapi", bytes)
+HEAD_REVISION = web.AppKey("head_revision", str)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 CLIENT_ADDRESS = web.RequestKey("client_address", str)

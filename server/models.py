@@ -311,6 +311,10 @@ class Consult(Base):
     acknowledged_at: Mapped[dt.datetime | None]
     due_at: Mapped[dt.datetime | None]
     overdue_notified_at: Mapped[dt.datetime | None]
+    #: Set when a critical value is signed; cleared by the station's acknowledgement.
+    critical_since: Mapped[dt.datetime | None]
+    critical_reminded_at: Mapped[dt.datetime | None]
+    critical_reminders: Mapped[int] = mapped_column(default=0)
     version: Mapped[int] = mapped_column(default=1)
 
 
@@ -414,6 +418,9 @@ class Event(Base):
     __table_args__ = (Index("ix_events_stream_id", "stream", "id"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    #: One logical event fans out to several streams with the same key; a user subscribed to
+    #: more than one of them receives it once.
+    key: Mapped[uuid.UUID] = mapped_column(index=True)
     stream: Mapped[str] = mapped_column(String(64))
     type: Mapped[str] = mapped_column(String(48))
     consult_id: Mapped[uuid.UUID | None] = mapped_column(index=True)

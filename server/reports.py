@@ -311,6 +311,9 @@ async def sign_report(call: Call[None, None]) -> ReportDetail:
         detail={"report_id": str(report.id), "version": report.version},
         reported_at=now,
         acknowledged_at=None,
+        critical_since=now if report.critical else None,
+        critical_reminded_at=None,
+        critical_reminders=0,
     )
     await call.session.flush()
     await call.audit(

@@ -58,6 +58,10 @@ class Settings:
     migrate_on_start: bool = True
     #: Number of database connections per process (PostgreSQL).
     db_pool_size: int = 10
+    #: A critical value must be acknowledged within this time, or it repeats and escalates.
+    critical_ack_seconds: int = 600
+    #: How often the watchdog looks for overdue cases and unacknowledged critical values.
+    watch_interval_seconds: int = 15
     #: Reverse proxies whose ``X-Forwarded-For`` is believed (addresses or CIDR networks).
     trusted_proxies: tuple[Network, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -127,6 +131,12 @@ class Settings:
             web_dir=reader.get("WEB_DIR", str, defaults.web_dir),
             migrate_on_start=reader.get("MIGRATE_ON_START", _bool, defaults.migrate_on_start),
             db_pool_size=reader.get("DB_POOL_SIZE", _positive_int, defaults.db_pool_size),
+            critical_ack_seconds=reader.get(
+                "CRITICAL_ACK_SECONDS", _positive_int, defaults.critical_ack_seconds
+            ),
+            watch_interval_seconds=reader.get(
+                "WATCH_INTERVAL_SECONDS", _positive_int, defaults.watch_interval_seconds
+            ),
             trusted_proxies=reader.get("TRUSTED_PROXIES", parse_networks, defaults.trusted_proxies),
             extra={k: v for k, v in env.items() if k.startswith(PREFIX) and k not in reader.seen},
         )
@@ -161,6 +171,8 @@ VARIABLES: tuple[str, ...] = (
     "MIGRATE_ON_START",
     "DB_POOL_SIZE",
     "TRUSTED_PROXIES",
+    "CRITICAL_ACK_SECONDS",
+    "WATCH_INTERVAL_SECONDS",
 )
 
 

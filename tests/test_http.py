@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from server.app import api_router
+from server.db import head_revision
 from tests.helpers import Api
 from tests.services import HuizhenProcess, running
 
@@ -54,7 +55,7 @@ async def test_request_id_is_taken_or_made_and_echoed(api: Api) -> None:
 async def test_health_and_readiness(api: Api) -> None:
     assert await api.get("/healthz") == (200, {"status": "ok"})
     status, body = await api.get("/readyz")
-    assert status == 200 and body["database_revision"] == "0001"
+    assert status == 200 and body["database_revision"] == head_revision()
 
 
 async def test_metrics_count_requests_by_route_template(api: Api) -> None:

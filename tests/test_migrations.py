@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import insert, text
 from sqlalchemy.exc import DBAPIError
 
-from server.db import current_revision, make_engine, migrate
+from server.db import current_revision, head_revision, make_engine, migrate
 from server.models import AuditEvent, Base
 from server.settings import Settings
 
@@ -23,9 +23,9 @@ async def test_migrated_schema_matches_the_models(settings: Settings) -> None:
                 lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
             )
         assert diff == []
-        assert await current_revision(engine) == "0001"
+        assert await current_revision(engine) == head_revision()
         await migrate(engine)  # applying again is a no-op
-        assert await current_revision(engine) == "0001"
+        assert await current_revision(engine) == head_revision()
     finally:
         await engine.dispose()
 
@@ -56,6 +56,6 @@ async def test_fresh_sqlite_database_migrates_from_nothing(tmp_path: Path) -> No
     try:
         assert await current_revision(engine) is None
         await migrate(engine)
-        assert await current_revision(engine) == "0001"
+        assert await current_revision(engine) == head_revision()
     finally:
         await engine.dispose()
