@@ -14,7 +14,18 @@ from importlib.metadata import PackageNotFoundError, version
 from aiohttp import web
 from sqlalchemy import text
 
-from server import accounts, auditlog, consults, directory, feed, patients, reports, signin
+from server import (
+    accounts,
+    auditlog,
+    consults,
+    directory,
+    feed,
+    figures,
+    messages,
+    patients,
+    reports,
+    signin,
+)
 from server.db import current_revision, head_revision, make_engine, make_sessionmaker, migrate
 from server.keys import (
     AUTHENTICATOR,
@@ -55,7 +66,8 @@ def app_version() -> str:
 def api_router() -> Router:
     """Every API route of the service, in one table (the policy test walks it)."""
     router = Router()
-    for module in (signin, directory, accounts, patients, consults, reports, feed, auditlog):
+    modules = (signin, directory, accounts, patients, consults, messages, reports, feed, figures)
+    for module in (*modules, auditlog):
         router.include(module.router)
     return router
 

@@ -99,6 +99,7 @@ async def list_events(call: Call[None, EventQuery]) -> EventPage:
     tags=["events"],
     body=AckBody,
     response=AckResult,
+    errors=[404],
 )
 async def ack_events(call: Call[AckBody, None]) -> AckResult:
     """``up_to`` must be the id of an event in the caller's own streams."""

@@ -41,6 +41,7 @@ class Action(enum.StrEnum):
     CONSULT_READ = "consult.read"
     CONSULT_WORK = "consult.work"  # claim, release, return, escalate, report (centre side)
     CONSULT_COORDINATE = "consult.coordinate"  # reassign, overdue list
+    FIGURES_READ = "figures.read"  # aggregate volumes and turnaround, no patient data
 
 
 _CLINICAL_READ = frozenset(
@@ -50,10 +51,12 @@ _CLINICAL_READ = frozenset(
 ROLE_GRANTS: Mapping[Role, frozenset[Action]] = {
     Role.GRASSROOTS_DOCTOR: _CLINICAL_READ | {Action.PATIENT_WRITE, Action.CONSULT_REQUEST},
     Role.SPECIALIST: _CLINICAL_READ | {Action.CONSULT_WORK},
-    Role.CENTRE_COORDINATOR: _CLINICAL_READ | {Action.CONSULT_COORDINATE},
+    Role.CENTRE_COORDINATOR: _CLINICAL_READ | {Action.CONSULT_COORDINATE, Action.FIGURES_READ},
     Role.STROKE_TEAM: _CLINICAL_READ,
     Role.AMBULANCE: frozenset({Action.SELF, Action.DIRECTORY_READ}),
-    Role.SUPERVISOR: frozenset({Action.SELF, Action.DIRECTORY_READ, Action.AUDIT_READ}),
+    Role.SUPERVISOR: frozenset(
+        {Action.SELF, Action.DIRECTORY_READ, Action.AUDIT_READ, Action.FIGURES_READ}
+    ),
     Role.ADMIN: frozenset(
         {
             Action.SELF,

@@ -41,6 +41,7 @@ USER_FOR_ACTION = {
     "consult.read": "radiology",
     "consult.work": "radiology",
     "consult.coordinate": "coordinator",
+    "figures.read": "supervisor",
 }
 #: Signing out would revoke the token the other operations use; it has its own tests.
 SKIP = {("POST", "/api/v1/auth/logout")}

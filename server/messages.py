@@ -1,0 +1,137 @@
+"""The message thread of a consult, between the requesting station and the centre.
+
+Anyone who may see the consult may read its thread; the requesting side and the centre side
+(its specialists and coordinators, or the partner hospital it was escalated to) may write.
+A new message is announced to the other side in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated
+
+from pydantic import Field
+from sqlalchemy import select
+
+from server.audit import Entry
+from server.consults import event_payload, load_consult, requester_streams
+from server.events import centre_stream, institution_stream, user_stream
+from server.models import ConsultMessage, User
+from server.policy import Action, can_work_on, centre_side, requester_side
+from server.problems import Forbidden
+from server.routing import Call, RequestModel, ResponseModel, Router
+
+router = Router()
+
+
+class MessageBody(RequestModel):
+    body: Annotated[str, Field(min_length=1, max_length=4000)]
+
+
+class MessageOut(ResponseModel):
+    id: uuid.UUID
+    consult_id: uuid.UUID
+    author_user_id: uuid.UUID
+    author_name: str
+    body: str
+    created_at: dt.datetime
+
+
+class MessageList(ResponseModel):
+    items: list[MessageOut]
+
+
+@router.route(
+    "GET",
+    "/api/v1/consults/{consult_id}/messages",
+    action=Action.CONSULT_READ,
+    summary="The consult's message thread, oldest first",
+    tags=["consults"],
+    response=MessageList,
+)
+async def list_messages(call: Call[None, None]) -> MessageList:
+    consult, _ = await load_consult(call, call.path["consult_id"])
+    rows = (
+        await call.session.execute(
+            select(ConsultMessage, User.display_name)
+            .join(User, User.id == ConsultMessage.author_user_id)
+            .where(ConsultMessage.consult_id == consult.id)
+            .order_by(ConsultMessage.created_at, ConsultMessage.id)
+        )
+    ).all()
+    await call.audit(
+        Entry(
+            action="consult.messages",
+            object_type="consult",
+            object_id=str(consult.id),
+            patient_id=consult.patient_id,
+        )
+    )
+    return MessageList(
+        items=[
+            MessageOut(
+                id=m.id,
+                consult_id=m.consult_id,
+                author_user_id=m.author_user_id,
+                author_name=name,
+                body=m.body,
+                created_at=m.created_at,
+            )
+            for m, name in rows
+        ]
+    )
+
+
+@router.route(
+    "POST",
+    "/api/v1/consults/{consult_id}/messages",
+    action=Action.CONSULT_READ,
+    summary="Write to the consult's thread; the other side is notified",
+    tags=["consults"],
+    body=MessageBody,
+    response=MessageOut,
+    status=201,
+)
+async def post_message(call: Call[MessageBody, None]) -> MessageOut:
+    consult, _ = await load_consult(call, call.path["consult_id"])
+    p = call.principal
+    from_requester = requester_side(p, consult.requester_institution_id)
+    from_centre = centre_side(p, consult.centre) or can_work_on(p, consult)
+    if not (from_requester or from_centre):
+        raise Forbidden("only the requesting station and the centre write in this thread")
+    message = ConsultMessage(
+        id=uuid.uuid4(), consult_id=consult.id, author_user_id=p.user_id, body=call.body.body
+    )
+    call.session.add(message)
+    await call.session.flush()
+    await call.audit(
+        Entry(
+            action="consult.message",
+            object_type="consult",
+            object_id=str(consult.id),
+            patient_id=consult.patient_id,
+        )
+    )
+    if from_requester:
+        streams = [centre_stream(consult.centre)]
+        if consult.assignee_user_id is not None:
+            streams.append(user_stream(consult.assignee_user_id))
+        if consult.escalated_to_institution_id is not None:
+            streams.append(institution_stream(consult.escalated_to_institution_id))
+    else:
+        streams = list(requester_streams(consult))
+    call.publish(
+        streams,
+        "consult.message",
+        consult_id=consult.id,
+        payload=event_payload(consult, message_id=str(message.id)),
+    )
+    return MessageOut(
+        id=message.id,
+        consult_id=consult.id,
+        author_user_id=p.user_id,
+        author_name=p.display_name,
+        body=message.body,
+        created_at=message.created_at,
+    )
