@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from server import (
     accounts,
+    attachments,
     auditlog,
     consults,
     directory,
@@ -26,9 +27,11 @@ from server import (
     reports,
     signin,
 )
+from server.blobs import LocalBlobStore
 from server.db import current_revision, head_revision, make_engine, make_sessionmaker, migrate
 from server.keys import (
     AUTHENTICATOR,
+    BLOBS,
     CLIENT_ADDRESS,
     ENGINE,
     HEAD_REVISION,
@@ -66,8 +69,9 @@ def app_version() -> str:
 def api_router() -> Router:
     """Every API route of the service, in one table (the policy test walks it)."""
     router = Router()
-    modules = (signin, directory, accounts, patients, consults, messages, reports, feed, figures)
-    for module in (*modules, auditlog):
+    modules = [signin, directory, accounts, patients, consults, messages, attachments, reports]
+    modules += [feed, figures, auditlog]
+    for module in modules:
         router.include(module.router)
     return router
 
@@ -224,6 +228,7 @@ def create_app(settings: Settings) -> web.Application:
     app[PASSWORDS] = Passwords()
     app[AUTHENTICATOR] = SessionAuth(secret)
     app[METRICS] = Metrics()
+    app[BLOBS] = LocalBlobStore(settings.data_dir / "blobs")
     app[HEAD_REVISION] = head_revision()
     router = api_router()
     app[OPENAPI] = json.dumps(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from server.blobs import BlobStore
 from server.metrics import Metrics
 from server.sessions import Authenticator, Passwords
 from server.settings import Settings
@@ -17,6 +18,7 @@ PASSWORDS = web.AppKey("passwords", Passwords)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
 OPENAPI = web.AppKey("openapi", bytes)
+BLOBS = web.AppKey("blobs", BlobStore)
 HEAD_REVISION = web.AppKey("head_revision", str)
 
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -145,6 +145,10 @@ class Route:
     path_types: dict[str, Any] = field(default_factory=dict)
     errors: tuple[int, ...] = ()
     description: str = ""
+    #: The handler reads the body itself as a byte stream (uploads); documented as binary.
+    raw_body: bool = False
+    #: Media type of a binary success response (downloads, PDF); documented as binary.
+    produces: str | None = None
 
     @property
     def public(self) -> bool:
@@ -170,6 +174,8 @@ class Route:
             statuses |= {401, 403}
         if self.body is not None:
             statuses |= {400, 413, 415, 422}
+        if self.raw_body:
+            statuses.add(413)
         if self.query is not None and self.query is not NoQuery:
             statuses.add(422)
         if self.path_params:
@@ -195,6 +201,8 @@ class Router:
         status: int = 200,
         path_types: dict[str, Any] | None = None,
         errors: Sequence[int] = (),
+        raw_body: bool = False,
+        produces: str | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(
@@ -212,6 +220,8 @@ class Router:
                     path_types=dict(path_types or {}),
                     errors=tuple(errors),
                     description=(handler.__doc__ or "").strip(),
+                    raw_body=raw_body,
+                    produces=produces,
                 )
             )
             return handler
@@ -439,11 +449,19 @@ def openapi_document(routes: Iterable[Route], *, title: str, version: str) -> di
                 "required": True,
                 "content": {"application/json": {"schema": {"$ref": ref}}},
             }
+        if r.raw_body:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            }
         ok: dict[str, Any] = {"description": "OK" if r.status < 300 else "Created"}
         if r.response is not None:
             ref = keys[(r.response, "serialization")]["$ref"]
             ok["content"] = {"application/json": {"schema": {"$ref": ref}}}
-        op["responses"][str(r.status if r.response is not None else _empty_status(r))] = ok
+        elif r.produces is not None:
+            ok["content"] = {r.produces: {"schema": {"type": "string", "format": "binary"}}}
+        has_content = r.response is not None or r.produces is not None
+        op["responses"][str(r.status if has_content else _empty_status(r))] = ok
         for status in r.error_statuses:
             op["responses"][str(status)] = {
                 "description": _STATUS_TEXT.get(status, "Error"),

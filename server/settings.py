@@ -42,6 +42,8 @@ class Settings:
     cookie_secure: bool = False
     #: Largest request body in bytes for JSON and form routes (uploads have their own limits).
     max_body_bytes: int = 1024 * 1024
+    #: Largest file attached to a consult, in bytes.
+    max_attachment_bytes: int = 50 * 1024 * 1024
     login_max_failures: int = 5
     login_lockout_seconds: int = 300
     demo_password: str = "huizhen-demo"  # noqa: S105 - documented demo default
@@ -114,6 +116,9 @@ class Settings:
             ),
             cookie_secure=reader.get("COOKIE_SECURE", _bool, defaults.cookie_secure),
             max_body_bytes=reader.get("MAX_BODY_BYTES", _positive_int, defaults.max_body_bytes),
+            max_attachment_bytes=reader.get(
+                "MAX_ATTACHMENT_BYTES", _positive_int, defaults.max_attachment_bytes
+            ),
             login_max_failures=reader.get(
                 "LOGIN_MAX_FAILURES", _positive_int, defaults.login_max_failures
             ),
@@ -159,6 +164,7 @@ VARIABLES: tuple[str, ...] = (
     "SESSION_TTL_SECONDS",
     "COOKIE_SECURE",
     "MAX_BODY_BYTES",
+    "MAX_ATTACHMENT_BYTES",
     "LOGIN_MAX_FAILURES",
     "LOGIN_LOCKOUT_SECONDS",
     "DEMO_PASSWORD",

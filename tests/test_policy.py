@@ -38,6 +38,7 @@ class Ctx:
     report: str = ""  # a signed imaging report of another chengguan consult
     radiology: str = ""  # the radiology specialist's user id
     event: str = ""  # an event in chengguan's own stream
+    attachment: str = ""  # a file on the matrix consult
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class Case:
     #: Status for users the role allows but the institution scope does not.
     out_of_scope: int | None = None
     in_scope: frozenset[str] = EVERYONE
+    #: A raw body (uploads) instead of JSON.
+    raw: bytes | None = None
 
 
 def _new_patient(_: Ctx) -> dict[str, Any]:
@@ -277,6 +280,35 @@ CASES: tuple[Case, ...] = (
         out_of_scope=404,
         in_scope=IMAGING_CONSULT,
     ),
+    Case(
+        "POST",
+        "/api/v1/consults/{consult_id}/attachments",
+        lambda c: f"/api/v1/consults/{c.consult}/attachments?filename=note.txt",
+        CLINICAL,
+        201,
+        body=lambda c: None,
+        raw=b"supplementary history",
+        out_of_scope=404,
+        in_scope=IMAGING_CONSULT,
+    ),
+    Case(
+        "GET",
+        "/api/v1/consults/{consult_id}/attachments",
+        lambda c: f"/api/v1/consults/{c.consult}/attachments",
+        CLINICAL,
+        200,
+        out_of_scope=404,
+        in_scope=IMAGING_CONSULT,
+    ),
+    Case(
+        "GET",
+        "/api/v1/attachments/{attachment_id}",
+        lambda c: f"/api/v1/attachments/{c.attachment}",
+        CLINICAL,
+        200,
+        out_of_scope=404,
+        in_scope=IMAGING_CONSULT,
+    ),
     _transition("cancel", GRASSROOTS, 200, frozenset({"chengguan"})),
     Case(
         "GET",
@@ -340,6 +372,13 @@ CASES: tuple[Case, ...] = (
 PUBLIC = {("POST", "/api/v1/auth/login")}
 
 
+def _payload(case: Case, ctx: Ctx) -> dict[str, Any]:
+    if case.raw is not None:
+        return {"data": case.raw, "headers": {"Content-Type": "text/plain"}}
+    body = case.body(ctx)
+    return {} if body is None else {"json": body}
+
+
 def expected(case: Case, user: str) -> int:
     if user not in case.allowed:
         return 403
@@ -383,6 +422,13 @@ async def _context(api: Api) -> Ctx:
     assert status == 200
     status, feed = await api.get("/api/v1/events", "chengguan")
     event = next(e["id"] for e in feed["items"] if e["stream"].startswith("user:"))
+    resp = await api.client.post(
+        f"/api/v1/consults/{consults[0]}/attachments?filename=history.txt",
+        data=b"history",
+        headers={**await api.headers("chengguan"), "Content-Type": "text/plain"},
+    )
+    assert resp.status == 201
+    attachment = (await resp.json())["id"]
     return Ctx(
         jiaji_patient=body["items"][0]["id"],
         lead_hospital=await api.institution_id("xrmyy"),
@@ -392,6 +438,7 @@ async def _context(api: Api) -> Ctx:
         report=draft["id"],
         radiology=radiology,
         event=str(event),
+        attachment=attachment,
     )
 
 
@@ -400,9 +447,7 @@ async def test_every_route_for_every_user(api: Api) -> None:
     mismatches = []
     for case in CASES:
         for user in DEMO_USERS:
-            body = case.body(ctx)
-            kwargs = {} if body is None else {"json": body}
-            status, answer = await api.call(case.method, case.url(ctx), user, **kwargs)
+            status, answer = await api.call(case.method, case.url(ctx), user, **_payload(case, ctx))
             want = expected(case, user)
             if status != want:
                 mismatches.append((case.method, case.path, user, want, status, answer))
@@ -414,10 +459,7 @@ async def test_every_route_for_every_user(api: Api) -> None:
 async def test_every_protected_route_refuses_anonymous_callers(api: Api) -> None:
     ctx = await _context(api)
     for case in CASES:
-        body = case.body(ctx)
-        status, answer = await api.call(
-            case.method, case.url(ctx), None, **({} if body is None else {"json": body})
-        )
+        status, answer = await api.call(case.method, case.url(ctx), None, **_payload(case, ctx))
         assert status == 401, (case.method, case.path)
         assert answer["code"] == "unauthenticated"
 

@@ -1,0 +1,196 @@
+"""Files attached to a consult: photos, documents, anything the station or the centre adds.
+
+Uploads are the raw request body (any content type), streamed to the blob store under a size
+limit and recorded with their SHA-256. Downloads are always served as attachments, never inline,
+so that a file cannot run as a page of ours. DICOM studies, ECGs and lab results arrive as typed
+attachments with the imaging issue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from aiohttp import web
+from pydantic import AfterValidator, Field
+from sqlalchemy import select
+
+from server.audit import Entry
+from server.consultflow import FINAL_STATES
+from server.consults import event_payload, load_consult, requester_streams
+from server.events import centre_stream, user_stream
+from server.keys import BLOBS, SETTINGS
+from server.models import Attachment, Consult
+from server.policy import Action, Principal, can_work_on, centre_side, requester_side
+from server.problems import Conflict, Forbidden, NotFound, PayloadTooLarge
+from server.routing import Call, QueryModel, ResponseModel, Router
+
+router = Router()
+
+_CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}$")
+_CHUNK = 256 * 1024
+
+
+def _filename(value: str) -> str:
+    if any(c in value for c in "/\\\x00") or value in {".", ".."} or value != value.strip():
+        raise ValueError("a plain file name, without folders")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+FileName = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_filename)]
+
+
+class UploadQuery(QueryModel):
+    filename: FileName
+    kind: Literal["file", "photo", "document"] = "file"
+
+
+class AttachmentOut(ResponseModel):
+    id: uuid.UUID
+    consult_id: uuid.UUID
+    kind: str
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    uploaded_by_user_id: uuid.UUID
+    created_at: dt.datetime
+
+
+class AttachmentList(ResponseModel):
+    items: list[AttachmentOut]
+
+
+def _may_contribute(principal: Principal, consult: Consult) -> bool:
+    return (
+        requester_side(principal, consult.requester_institution_id)
+        or centre_side(principal, consult.centre)
+        or can_work_on(principal, consult)
+    )
+
+
+async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        yield chunk
+
+
+@router.route(
+    "POST",
+    "/api/v1/consults/{consult_id}/attachments",
+    action=Action.CONSULT_READ,
+    summary="Attach a file (the raw request body) to a consult",
+    tags=["consults"],
+    query=UploadQuery,
+    response=AttachmentOut,
+    status=201,
+    raw_body=True,
+    errors=[409],
+)
+async def upload(call: Call[None, UploadQuery]) -> AttachmentOut:
+    """Send the file as the body with its own ``Content-Type`` and ``?filename=``. The limit is
+    ``HUIZHEN_MAX_ATTACHMENT_BYTES``."""
+    consult, _ = await load_consult(call, call.path["consult_id"])
+    if not _may_contribute(call.principal, consult):
+        raise Forbidden("only the requesting station and the centre attach files")
+    if consult.state in FINAL_STATES:
+        raise Conflict(f"a {consult.state.value} consult takes no more files")
+    limit = call.app[SETTINGS].max_attachment_bytes
+    declared = call.request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"the file exceeds {limit} bytes")
+    ctype = call.request.content_type.lower()
+    content_type = ctype if _CONTENT_TYPE.match(ctype) else "application/octet-stream"
+    blob = await call.app[BLOBS].put(_chunks(call.request), max_bytes=limit)
+    attachment = Attachment(
+        id=uuid.uuid4(),
+        consult_id=consult.id,
+        kind=call.query.kind,
+        filename=call.query.filename,
+        content_type=content_type,
+        size=blob.size,
+        sha256=blob.sha256,
+        uploaded_by_user_id=call.principal.user_id,
+    )
+    call.session.add(attachment)
+    await call.session.flush()
+    await call.audit(
+        Entry(
+            action="attachment.create",
+            object_type="attachment",
+            object_id=str(attachment.id),
+            patient_id=consult.patient_id,
+            detail={"size": blob.size},
+        )
+    )
+    if requester_side(call.principal, consult.requester_institution_id):
+        streams = [centre_stream(consult.centre)]
+        if consult.assignee_user_id is not None:
+            streams.append(user_stream(consult.assignee_user_id))
+    else:
+        streams = list(requester_streams(consult))
+    call.publish(
+        streams,
+        "consult.attachment",
+        consult_id=consult.id,
+        payload=event_payload(consult, attachment_id=str(attachment.id)),
+    )
+    return AttachmentOut.model_validate(attachment)
+
+
+@router.route(
+    "GET",
+    "/api/v1/consults/{consult_id}/attachments",
+    action=Action.CONSULT_READ,
+    summary="The files attached to a consult",
+    tags=["consults"],
+    response=AttachmentList,
+)
+async def list_attachments(call: Call[None, None]) -> AttachmentList:
+    consult, _ = await load_consult(call, call.path["consult_id"])
+    rows = await call.session.scalars(
+        select(Attachment)
+        .where(Attachment.consult_id == consult.id)
+        .order_by(Attachment.created_at, Attachment.id)
+    )
+    return AttachmentList(items=[AttachmentOut.model_validate(a) for a in rows])
+
+
+@router.route(
+    "GET",
+    "/api/v1/attachments/{attachment_id}",
+    action=Action.CONSULT_READ,
+    summary="Download an attached file",
+    tags=["consults"],
+    produces="application/octet-stream",
+)
+async def download(call: Call[None, None]) -> web.StreamResponse:
+    attachment = await call.session.get(Attachment, call.path["attachment_id"])
+    if attachment is None:
+        raise NotFound("no such attachment")
+    consult, _ = await load_consult(call, attachment.consult_id)
+    await call.audit(
+        Entry(
+            action="attachment.read",
+            object_type="attachment",
+            object_id=str(attachment.id),
+            patient_id=consult.patient_id,
+        )
+    )
+    path = call.app[BLOBS].path(attachment.sha256)
+    quoted = urllib.parse.quote(attachment.filename, safe="")
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quoted}",
+            "Content-Security-Policy": "sandbox",
+            "X-Original-Content-Type": attachment.content_type,
+            "X-Content-SHA256": attachment.sha256,
+        },
+    )
