@@ -46,7 +46,13 @@ from server.keys import (
 from server.logs import request_id_var
 from server.metrics import Metrics
 from server.network import client_address
-from server.problems import BY_STATUS, Problem, ServiceUnavailable, problem_response
+from server.problems import (
+    BY_STATUS,
+    BadRequest,
+    Problem,
+    ServiceUnavailable,
+    problem_response,
+)
 from server.routing import Router, openapi_document
 from server.sessions import Passwords, SessionAuth
 from server.settings import Settings
@@ -142,8 +148,13 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
             body["detail"] = f"the body exceeds {request.app[SETTINGS].max_body_bytes} bytes"
         headers = {k: v for k, v in exc.headers.items() if k in {"Allow", "Retry-After"}}
         return problem_response(exc.status, body, headers)
-    except (asyncio.CancelledError, ConnectionResetError):
+    except asyncio.CancelledError:
         raise
+    except ConnectionResetError:
+        # The client went away mid-request (a village link dropped): nobody to answer, and
+        # nothing for an operator to fix. The transaction was rolled back by the router.
+        log.info("client disconnected during %s %s", request.method, _template(request))
+        return problem_response(400, BadRequest("the connection was reset").body(rid))
     except Exception:
         log.exception("unhandled error on %s %s", request.method, _template(request))
         return problem_response(500, Problem().body(rid))

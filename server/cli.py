@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import logging
 import sys
@@ -103,8 +104,16 @@ async def _create_institution(settings: Settings, args: argparse.Namespace) -> N
         await engine.dispose()
 
 
+async def _freeze_heap(app: web.Application) -> None:
+    """Move start-up objects out of the collector's sight: full collections then scan only
+    what requests create, which shortens their pauses (see docs/benchmarks.md)."""
+    gc.collect()
+    gc.freeze()
+
+
 def _serve(settings: Settings) -> None:
     app = create_app(settings)
+    app.on_startup.append(_freeze_heap)
     log.info("serving on http://%s:%s", settings.host, settings.port)
     web.run_app(
         app,

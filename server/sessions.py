@@ -16,20 +16,25 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, String, Uuid, bindparam, cast, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from server.models import (
     AuthSession,
+    Centre,
+    CentreMembership,
     Institution,
     InstitutionKind,
     LoginFailure,
+    Role,
     User,
+    UserRole,
     utcnow,
 )
 from server.policy import Principal
@@ -109,6 +114,55 @@ def _split_token(token: str) -> tuple[uuid.UUID, str]:
         raise Unauthenticated("the token is malformed") from None
 
 
+def _split(joined: str | None) -> list[str]:
+    return [part for part in (joined or "").split(",") if part]
+
+
+def _principal_query() -> Select[*tuple[Any, ...]]:
+    clinic = aliased(Institution)
+    roles = (
+        select(func.aggregate_strings(cast(UserRole.role, String), ","))
+        .where(UserRole.user_id == User.id)
+        .scalar_subquery()
+    )
+    centres = (
+        select(func.aggregate_strings(cast(CentreMembership.centre, String), ","))
+        .where(CentreMembership.user_id == User.id)
+        .scalar_subquery()
+    )
+    clinics = (
+        select(func.aggregate_strings(cast(clinic.id, String), ","))
+        .where(
+            clinic.parent_id == Institution.id,
+            clinic.kind == InstitutionKind.VILLAGE_CLINIC,
+        )
+        .scalar_subquery()
+    )
+    return (
+        select(
+            AuthSession.token_hash,
+            AuthSession.revoked_at,
+            AuthSession.expires_at,
+            User.id.label("user_id"),
+            User.username,
+            User.display_name,
+            User.active.label("user_active"),
+            Institution.id.label("institution_id"),
+            Institution.kind.label("institution_kind"),
+            Institution.active.label("institution_active"),
+            roles.label("roles"),
+            centres.label("centres"),
+            clinics.label("clinics"),
+        )
+        .join(User, User.id == AuthSession.user_id)
+        .join(Institution, Institution.id == User.institution_id)
+        .where(AuthSession.id == bindparam("session_id", type_=Uuid()))
+    )
+
+
+_PRINCIPAL_QUERY = _principal_query()
+
+
 class Authenticator(Protocol):
     """What the router needs from a sign-in mechanism."""
 
@@ -143,44 +197,32 @@ class SessionAuth:
     async def principal_for_token(
         self, db: AsyncSession, token: str, *, via_cookie: bool = False
     ) -> Principal:
+        """One SQL statement: the session, its user and institution, the user's roles and
+        centres, and (for a township) its village clinics. This runs on every request."""
         session_id, secret = _split_token(token)
-        row = (
-            await db.execute(
-                select(AuthSession, User, Institution)
-                .join(User, User.id == AuthSession.user_id)
-                .join(Institution, Institution.id == User.institution_id)
-                .where(AuthSession.id == session_id)
-            )
-        ).first()
+        row = (await db.execute(_PRINCIPAL_QUERY, {"session_id": session_id})).first()
         if row is None:
             raise Unauthenticated("the token is not valid")
-        auth, user, institution = row
-        if not hmac.compare_digest(auth.token_hash, token_digest(self.secret_key, secret)):
+        if not hmac.compare_digest(row.token_hash, token_digest(self.secret_key, secret)):
             raise Unauthenticated("the token is not valid")
-        if auth.revoked_at is not None:
+        if row.revoked_at is not None:
             raise Unauthenticated("the session was signed out")
-        if auth.expires_at <= utcnow():
+        if row.expires_at <= utcnow():
             raise TokenExpired("the session has expired; sign in again")
-        if not user.active or not institution.active:
+        if not row.user_active or not row.institution_active:
             raise Unauthenticated("the account is disabled")
-        care = {institution.id}
-        if institution.kind is InstitutionKind.TOWNSHIP_CENTRE:
-            children = await db.scalars(
-                select(Institution.id).where(
-                    Institution.parent_id == institution.id,
-                    Institution.kind == InstitutionKind.VILLAGE_CLINIC,
-                )
-            )
-            care.update(children)
+        care = {row.institution_id}
+        if row.institution_kind is InstitutionKind.TOWNSHIP_CENTRE:
+            care.update(uuid.UUID(c) for c in _split(row.clinics))
         return Principal(
-            user_id=user.id,
-            username=user.username,
-            display_name=user.display_name,
-            institution_id=institution.id,
-            institution_kind=institution.kind,
-            roles=user.role_set,
-            centres=user.centre_set,
-            session_id=auth.id,
+            user_id=row.user_id,
+            username=row.username,
+            display_name=row.display_name,
+            institution_id=row.institution_id,
+            institution_kind=row.institution_kind,
+            roles=frozenset(Role(r) for r in _split(row.roles)),
+            centres=frozenset(Centre(c) for c in _split(row.centres)),
+            session_id=session_id,
             care_institutions=frozenset(care),
             via_cookie=via_cookie,
         )
