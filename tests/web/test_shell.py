@@ -2,114 +2,25 @@
 supervisor's audit log, the language switch.
 
 The server serves the built front end from ``web/dist``: run ``cd web && npm run build`` first
-(``make test`` does).
+(``make test`` does). The browser fixture is in ``conftest.py``, the page helpers in ``support.py``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from playwright.async_api import (
-    Browser,
-    BrowserContext,
-    ConsoleMessage,
-    Page,
-    Request,
-    async_playwright,
-    expect,
-)
+from playwright.async_api import Browser, expect
 
 from server.identity import make_national_id, mask_national_id
-from tests.helpers import DEMO_PASSWORD
-from tests.services import ROOT, HuizhenProcess
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-DIST_INDEX = ROOT / "web" / "dist" / "index.html"
+from tests.services import HuizhenProcess
+from tests.web.support import new_page, sign_in
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.parametrize("backend", ["sqlite"], indirect=True),
 ]
-
-# Two shared cores and a cold server: give conditions time, but always wait on a condition.
-expect.set_options(timeout=15_000)
-
-
-class PageWatch:
-    """Fails the test on script errors, CSP violations and any request leaving the server."""
-
-    def __init__(self, page: Page, base_url: str) -> None:
-        self.base_url = base_url
-        self.problems: list[str] = []
-        page.on("console", self._console)
-        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
-        page.on("request", self._request)
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if message.type != "error":
-            return
-        # The start-up session probe and a refused sign-in answer 401 by design.
-        if "status of 401" in message.text:
-            return
-        self.problems.append(f"console error: {message.text}")
-
-    def _request(self, request: Request) -> None:
-        url = request.url
-        if not url.startswith((self.base_url + "/", "data:", "blob:")):
-            self.problems.append(f"request outside the server: {url}")
-
-    def check(self) -> None:
-        assert self.problems == []
-
-
-@pytest.fixture
-def prerequisites() -> None:
-    if not CHROMIUM.exists():
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    if not DIST_INDEX.is_file():
-        pytest.fail("web/dist is not built: run `cd web && npm run build` (or `make web`)")
-
-
-@pytest.fixture
-async def browser(prerequisites: None) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
-async def new_page(
-    browser: Browser, server: HuizhenProcess
-) -> tuple[BrowserContext, Page, PageWatch]:
-    context = await browser.new_context(
-        viewport={"width": 1280, "height": 800}, locale="zh-CN", base_url=server.url
-    )
-    page = await context.new_page()
-    return context, page, PageWatch(page, server.url)
-
-
-async def sign_in(page: Page, username: str, password: str = DEMO_PASSWORD) -> None:
-    await expect(page.get_by_test_id("login-title")).to_be_visible()
-    await page.get_by_label("用户名").fill(username)
-    await page.get_by_label("密码").fill(password)
-    await page.get_by_test_id("login-submit").click()
 
 
 async def test_grassroots_registers_and_supervisor_audits(

@@ -1,7 +1,19 @@
 // The side menu, built from what the signed-in user may do.
 import { computed, type Component } from 'vue'
-import { Document, House, Lock, OfficeBuilding, Tickets, UserFilled } from '@element-plus/icons-vue'
-import { can, me } from './session'
+import {
+  Bell,
+  ChatDotSquare,
+  CirclePlus,
+  Document,
+  House,
+  List,
+  Lock,
+  OfficeBuilding,
+  Tickets,
+  UserFilled,
+} from '@element-plus/icons-vue'
+import { inboxCount } from './inbox'
+import { can, hasRole, me } from './session'
 import type { Permission } from './types'
 
 export interface MenuItem {
@@ -11,10 +23,27 @@ export interface MenuItem {
   label: string
   icon: Component
   permission?: Permission
+  /** Further condition beyond the permission. */
+  when?: () => boolean
+  /** A count shown beside the label (hidden at zero). */
+  badge?: () => number
 }
+
+const onCentreSide = () => (me.value?.centres.length ?? 0) > 0 && (can('consult.work') || can('consult.coordinate'))
 
 const ITEMS: MenuItem[] = [
   { name: 'home', path: '/', label: 'nav.home', icon: House },
+  { name: 'worklist', path: '/worklist', label: 'nav.worklist', icon: List, permission: 'consult.read', when: onCentreSide },
+  { name: 'consult-new', path: '/consults/new', label: 'nav.newConsult', icon: CirclePlus, permission: 'consult.request' },
+  {
+    name: 'consults',
+    path: '/consults',
+    label: 'nav.myConsults',
+    icon: ChatDotSquare,
+    permission: 'consult.read',
+    when: () => hasRole('grassroots_doctor') || onCentreSide(),
+  },
+  { name: 'inbox', path: '/inbox', label: 'nav.inbox', icon: Bell, permission: 'consult.request', badge: () => inboxCount.value },
   { name: 'patients', path: '/patients', label: 'nav.patients', icon: Tickets, permission: 'patient.read' },
   { name: 'audit', path: '/audit', label: 'nav.audit', icon: Document, permission: 'audit.read' },
   { name: 'users', path: '/users', label: 'nav.users', icon: UserFilled, permission: 'user.read' },
@@ -22,4 +51,11 @@ const ITEMS: MenuItem[] = [
   { name: 'account', path: '/account', label: 'nav.account', icon: Lock, permission: 'self' },
 ]
 
-export const menuItems = computed(() => (me.value ? ITEMS.filter((i) => !i.permission || can(i.permission)) : []))
+export const menuItems = computed(() =>
+  me.value
+    ? ITEMS.filter((i) => (!i.permission || can(i.permission)) && (!i.when || i.when())).map((i) =>
+        // The consult list is "my consults" at a station, "centre consults" at a centre.
+        i.name === 'consults' && !hasRole('grassroots_doctor') ? { ...i, label: 'nav.centreConsults' } : i,
+      )
+    : [],
+)

@@ -40,6 +40,36 @@ export const router = createRouter({
           meta: { title: 'patients.detail', permission: 'patient.read' },
         },
         {
+          path: 'consults/new',
+          name: 'consult-new',
+          component: () => import('./views/consult/ConsultNewView.vue'),
+          meta: { title: 'nav.newConsult', permission: 'consult.request' },
+        },
+        {
+          path: 'consults',
+          name: 'consults',
+          component: () => import('./views/consult/ConsultsView.vue'),
+          meta: { title: 'nav.myConsults', permission: 'consult.read' },
+        },
+        {
+          path: 'consults/:id',
+          name: 'consult',
+          component: () => import('./views/consult/ConsultDetailView.vue'),
+          meta: { title: 'consult.detail', permission: 'consult.read' },
+        },
+        {
+          path: 'inbox',
+          name: 'inbox',
+          component: () => import('./views/consult/InboxView.vue'),
+          meta: { title: 'nav.inbox', permission: 'consult.request' },
+        },
+        {
+          path: 'worklist',
+          name: 'worklist',
+          component: () => import('./views/consult/WorklistView.vue'),
+          meta: { title: 'nav.worklist', permission: 'consult.read' },
+        },
+        {
           path: 'directory',
           name: 'directory',
           component: () => import('./views/DirectoryView.vue'),

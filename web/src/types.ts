@@ -18,6 +18,10 @@ export type Permission =
   | 'patient.read'
   | 'patient.write'
   | 'audit.read'
+  | 'consult.request'
+  | 'consult.read'
+  | 'consult.work'
+  | 'consult.coordinate'
 
 export type CentreCode = 'ecg' | 'imaging' | 'consultation' | 'lab' | 'pathology'
 
@@ -147,4 +151,239 @@ export interface Problem {
   request_id?: string
   errors?: { loc?: (string | number)[]; msg?: string; type?: string }[]
   retry_after?: number
+  /** illegal-transition: the consult's state and the actions it allows. */
+  state?: string
+  allowed?: string[]
+}
+
+// -- consults ------------------------------------------------------------------------------
+
+export type ConsultState =
+  | 'draft'
+  | 'submitted'
+  | 'claimed'
+  | 'returned'
+  | 'escalated'
+  | 'reported'
+  | 'acknowledged'
+  | 'cancelled'
+
+export type Priority = 'routine' | 'urgent' | 'stat'
+
+export type ConsultAction = 'submit' | 'cancel' | 'claim' | 'release' | 'return' | 'reassign' | 'escalate' | 'acknowledge'
+
+export interface PatientBrief {
+  id: string
+  name: string
+  sex: Sex
+  birth_date: string
+}
+
+export interface ConsultOut {
+  id: string
+  patient: PatientBrief
+  centre: CentreCode
+  state: ConsultState
+  priority: Priority
+  question: string
+  clinical_summary: string
+  preferred_video_at: string | null
+  requester_user_id: string
+  requester_institution_id: string
+  assignee_user_id: string | null
+  escalated_to_institution_id: string | null
+  created_at: string
+  submitted_at: string | null
+  claimed_at: string | null
+  reported_at: string | null
+  acknowledged_at: string | null
+  due_at: string | null
+  version: number
+}
+
+export interface TransitionOut {
+  action: string
+  from_state: ConsultState | null
+  to_state: ConsultState
+  actor_user_id: string | null
+  at: string
+  note: string
+  detail: Record<string, unknown>
+}
+
+export type ReportState = 'draft' | 'signed'
+
+export interface ReportBrief {
+  id: string
+  version: number
+  state: ReportState
+  critical: boolean
+  signed_at: string | null
+}
+
+export interface ConsultDetail extends ConsultOut {
+  timeline: TransitionOut[]
+  reports: ReportBrief[]
+}
+
+export interface ConsultList {
+  items: ConsultOut[]
+  total: number
+}
+
+export interface ConsultCreate {
+  patient_id: string
+  centre: CentreCode
+  question: string
+  clinical_summary?: string
+  priority: Priority
+  preferred_video_at?: string
+  submit?: boolean
+}
+
+export interface WorklistItem {
+  consult: ConsultOut
+  target_minutes: number
+  waiting_seconds: number
+  /** Negative once the target has passed; null without a due time. */
+  seconds_left: number | null
+  overdue: boolean
+}
+
+export interface Worklist {
+  centre: CentreCode
+  items: WorklistItem[]
+}
+
+// -- reports -------------------------------------------------------------------------------
+
+export type ReferralDirection = 'none' | 'up' | 'down'
+
+export interface Referral {
+  direction: ReferralDirection
+  green_channel: boolean
+  note: string
+}
+
+interface ReportCommon {
+  findings: string
+  impression: string
+  recommendation: string
+  referral: Referral
+  critical: boolean
+  critical_note: string
+}
+
+export type QtcFormula = 'bazett' | 'fridericia' | 'framingham' | 'hodges'
+
+export interface EcgMeasurements {
+  hr_bpm: number | null
+  pr_ms: number | null
+  qrs_ms: number | null
+  qt_ms: number | null
+  qtc_ms: number | null
+  qtc_formula: QtcFormula | null
+  p_axis_deg: number | null
+  qrs_axis_deg: number | null
+  t_axis_deg: number | null
+}
+
+export interface EcgReport extends ReportCommon {
+  kind: 'ecg'
+  measurements: EcgMeasurements
+  rhythm_statements: string[]
+}
+
+export interface ImagingReport extends ReportCommon {
+  kind: 'imaging'
+  modality: string
+  body_part: string
+  technique: string
+}
+
+export interface ConsultationReport extends ReportCommon {
+  kind: 'consultation'
+  assessment: string
+  plan: string
+}
+
+export type LabFlag = 'normal' | 'low' | 'high' | 'critical_low' | 'critical_high' | 'abnormal'
+
+export interface LabValue {
+  code: string
+  name: string
+  value: string
+  unit: string
+  reference_range: string
+  flag: LabFlag
+}
+
+export interface LabReport extends ReportCommon {
+  kind: 'lab'
+  results: LabValue[]
+}
+
+export interface PathologyReport extends ReportCommon {
+  kind: 'pathology'
+  specimen: string
+  gross: string
+  microscopic: string
+  diagnosis: string
+}
+
+export type ReportContent = EcgReport | ImagingReport | ConsultationReport | LabReport | PathologyReport
+
+export interface ReportOut {
+  id: string
+  consult_id: string
+  version: number
+  previous_id: string | null
+  centre: CentreCode
+  state: ReportState
+  content: ReportContent
+  critical: boolean
+  author_user_id: string
+  created_at: string
+  updated_at: string
+  signed_by_user_id: string | null
+  signed_at: string | null
+  sha256: string | null
+}
+
+export interface ReportDetail extends ReportOut {
+  /** Every version of the consult's report, oldest first. */
+  history: ReportOut[]
+}
+
+// -- events --------------------------------------------------------------------------------
+
+export type EventType =
+  | 'consult.submitted'
+  | 'consult.claimed'
+  | 'consult.released'
+  | 'consult.returned'
+  | 'consult.assigned'
+  | 'consult.escalated'
+  | 'consult.cancelled'
+  | 'consult.acknowledged'
+  | 'consult.overdue'
+  | 'report.signed'
+  | 'report.critical'
+  | 'critical.unacknowledged'
+
+export interface FeedEvent {
+  id: number
+  stream: string
+  /** One of EventType, or a type this client does not know yet. */
+  type: string
+  consult_id: string | null
+  payload: Record<string, unknown>
+  created_at: string
+}
+
+export interface EventPage {
+  items: FeedEvent[]
+  acked_id: number
+  next_after: number
+  more: boolean
 }
