@@ -24,6 +24,7 @@ from server import (
     figures,
     messages,
     patients,
+    reportpdf,
     reports,
     signin,
 )
@@ -76,7 +77,7 @@ def api_router() -> Router:
     """Every API route of the service, in one table (the policy test walks it)."""
     router = Router()
     modules = [signin, directory, accounts, patients, consults, messages, attachments, reports]
-    modules += [feed, figures, auditlog]
+    modules += [reportpdf, feed, figures, auditlog]
     for module in modules:
         router.include(module.router)
     return router

@@ -23,7 +23,7 @@ import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,8 @@ MONO_CANDIDATES: tuple[tuple[str, int], ...] = (
     ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", 1),
 )
 FALLBACK_CID_FONT = "STSong-Light"
+#: Plain equivalents of symbols that some CJK fonts map to an empty glyph.
+SUBSTITUTES = {"℃": "°C", "℉": "°F", "⁺": "+", "⁻": "-"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,8 @@ class Fonts:
     #: The body font is embedded in the PDF (a TrueType subset), not left to the viewer.
     embedded: bool
     source: str
+    #: ``str.translate`` table for characters the body font draws blank (WenQuanYi has no ℃).
+    substitutes: dict[int, str] = field(default_factory=dict)
 
 
 _fonts_lock = threading.Lock()
@@ -120,26 +124,39 @@ def load_fonts(
         return _fonts_cache[key]
 
 
-def _register_ttf(prefix: str, candidates: Iterable[tuple[str, int]]) -> tuple[str, str] | None:
+def _register_ttf(prefix: str, candidates: Iterable[tuple[str, int]]) -> tuple[TTFont, str] | None:
     for path, index in candidates:
         if not Path(path).is_file():
             continue
-        name = f"{prefix}-{Path(path).stem}-{index}"
         try:
-            pdfmetrics.registerFont(TTFont(name, path, subfontIndex=index))
+            font = TTFont(f"{prefix}-{Path(path).stem}-{index}", path, subfontIndex=index)
         except (TTFError, OSError) as exc:
             log.debug("font %s#%d is not usable: %s", path, index, exc)
             continue
-        return name, f"{path}#{index}"
+        pdfmetrics.registerFont(font)
+        return font, f"{path}#{index}"
     return None
+
+
+def _draws(font: TTFont, char: str) -> bool:
+    """Whether the font has a glyph with an outline for ``char`` (not just a cmap entry)."""
+    face = font.face
+    glyph = face.charToGlyph.get(ord(char))
+    if glyph is None:
+        return False
+    return bool(face.glyphPos[glyph + 1] > face.glyphPos[glyph])
 
 
 def _register(candidates: Sequence[tuple[str, int]], mono: Sequence[tuple[str, int]]) -> Fonts:
     body = _register_ttf("HuizhenCJK", candidates)
     mono_font = _register_ttf("HuizhenMono", mono)
-    mono_name = mono_font[0] if mono_font else "Courier"
+    mono_name = mono_font[0].fontName if mono_font else "Courier"
     if body is not None:
-        return Fonts(body=body[0], mono=mono_name, embedded=True, source=body[1])
+        font, source = body
+        missing = {ord(k): v for k, v in SUBSTITUTES.items() if not _draws(font, k)}
+        return Fonts(
+            body=font.fontName, mono=mono_name, embedded=True, source=source, substitutes=missing
+        )
     log.warning(
         "no CJK TrueType font found; report PDFs use %s, which is not embedded "
         "(install fonts-wqy-microhei)",
@@ -272,10 +289,10 @@ FRAME_W = PAGE_W - 2 * MARGIN_X
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
-def _markup(text: str) -> str:
+def _markup(s: _Styles, text: str) -> str:
     """User text as Paragraph markup: escaped, control characters dropped, newlines kept."""
     clean = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\t", "    "))
-    return escape(clean).replace("\n", "<br/>")
+    return escape(clean.translate(s.substitutes)).replace("\n", "<br/>")
 
 
 def _str(content: Mapping[str, Any], key: str) -> str:
@@ -299,6 +316,7 @@ class _Styles:
     amended: ParagraphStyle
     mono: ParagraphStyle
     note: ParagraphStyle
+    substitutes: dict[int, str]
 
 
 def _styles(fonts: Fonts) -> _Styles:
@@ -314,7 +332,7 @@ def _styles(fonts: Fonts) -> _Styles:
     return _Styles(
         body=base,
         small=ParagraphStyle("small", parent=base, fontSize=8, leading=11, textColor=MUTED),
-        label=ParagraphStyle("label", parent=cell, fontSize=8, textColor=MUTED),
+        label=ParagraphStyle("label", parent=cell, fontSize=8, leading=10, textColor=MUTED),
         cell=cell,
         cell_center=ParagraphStyle("cell_center", parent=cell, alignment=TA_CENTER),
         heading=ParagraphStyle(
@@ -337,8 +355,10 @@ def _styles(fonts: Fonts) -> _Styles:
             textColor=colors.white,
             backColor=RED,
             borderPadding=6,
-            spaceBefore=8,
-            spaceAfter=8,
+            leftIndent=6,
+            rightIndent=6,
+            spaceBefore=10,
+            spaceAfter=12,
         ),
         amended=ParagraphStyle(
             "amended",
@@ -350,11 +370,14 @@ def _styles(fonts: Fonts) -> _Styles:
             borderColor=AMBER,
             borderWidth=0.8,
             borderPadding=5,
-            spaceBefore=6,
-            spaceAfter=6,
+            leftIndent=5,
+            rightIndent=5,
+            spaceBefore=8,
+            spaceAfter=11,
         ),
         mono=ParagraphStyle("mono", parent=cell, fontName=fonts.mono, fontSize=8.5),
         note=ParagraphStyle("note", parent=base, fontSize=8, leading=11, textColor=MUTED),
+        substitutes=fonts.substitutes,
     )
 
 
@@ -392,10 +415,11 @@ def _heading(s: _Styles, zh: str, en: str) -> Paragraph:
 def _prose(s: _Styles, zh: str, en: str, text: str) -> list[Flowable]:
     if not text:
         return []
-    return [_heading(s, zh, en), Paragraph(_markup(text), s.body)]
+    return [_heading(s, zh, en), Paragraph(_markup(s, text), s.body)]
 
 
 def _grid(
+    s: _Styles,
     rows: list[list[Any]],
     widths: Sequence[float],
     *,
@@ -404,6 +428,7 @@ def _grid(
 ) -> Table:
     table = Table(rows, colWidths=list(widths), repeatRows=1 if header else 0, hAlign="LEFT")
     style: list[tuple[Any, ...]] = [
+        ("FONTNAME", (0, 0), (-1, -1), s.body.fontName),
         ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
         ("TOPPADDING", (0, 0), (-1, -1), 2.5),
         ("BOTTOMPADDING", (0, 0), (-1, -1), 3.5),
@@ -434,13 +459,14 @@ def _title(p: Printable, fonts: Fonts, s: _Styles) -> list[Flowable]:
 
 
 def _label(s: _Styles, zh: str, en: str) -> Paragraph:
-    return Paragraph(f'{zh} <font size="6.5">{escape(en)}</font>', s.label)
+    return Paragraph(f'{zh}<br/><font size="6.5">{escape(en)}</font>', s.label)
 
 
 def _info_table(s: _Styles, rows: list[list[Any]], widths: Sequence[float]) -> Table:
     """Label/value pairs in a boxed grid, labels shaded."""
     shaded = [("BACKGROUND", (col, 0), (col, -1), SHADE) for col in range(0, len(widths), 2)]
     return _grid(
+        s,
         rows,
         widths,
         extra=[
@@ -453,7 +479,7 @@ def _info_table(s: _Styles, rows: list[list[Any]], widths: Sequence[float]) -> T
 
 def _patient_block(p: Printable, s: _Styles) -> list[Flowable]:
     def val(text: str) -> Paragraph:
-        return Paragraph(_markup(text) or "—", s.cell)
+        return Paragraph(_markup(s, text) or "—", s.cell)
 
     signed_on = p.signed_at.astimezone(CHINA).date()
     rows = [
@@ -500,7 +526,7 @@ def _patient_block(p: Printable, s: _Styles) -> list[Flowable]:
 def _banners(p: Printable, s: _Styles) -> list[Flowable]:
     out: list[Flowable] = []
     if p.critical:
-        parts = [_markup(_str(p.content, "critical_note"))]
+        parts = [_markup(s, _str(p.content, "critical_note"))]
         results = p.content.get("results")
         if isinstance(results, list):
             items = [
@@ -509,7 +535,7 @@ def _banners(p: Printable, s: _Styles) -> list[Flowable]:
                 if isinstance(r, dict) and str(r.get("flag", "")).startswith("critical")
             ]
             if items:
-                parts.append("危急值项目：" + _markup("；".join(items)))
+                parts.append("危急值项目：" + _markup(s, "；".join(items)))
         detail = "<br/>".join(x for x in parts if x)
         text = '<font size="12.5">危急值　CRITICAL VALUE</font>'
         out.append(Paragraph(text + (f"<br/>{detail}" if detail else ""), s.banner))
@@ -529,9 +555,9 @@ def _imaging(p: Printable, s: _Styles) -> list[Flowable]:
     rows = [
         [
             _label(s, "检查类型", "Modality"),
-            Paragraph(_markup(_str(c, "modality")) or "—", s.cell),
+            Paragraph(_markup(s, _str(c, "modality")) or "—", s.cell),
             _label(s, "检查部位", "Body part"),
-            Paragraph(_markup(_str(c, "body_part")) or "—", s.cell),
+            Paragraph(_markup(s, _str(c, "body_part")) or "—", s.cell),
         ]
     ]
     return [
@@ -550,9 +576,14 @@ def _ecg(p: Printable, s: _Styles) -> list[Flowable]:
     m: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
     out: list[Flowable] = []
     if any(m.get(key) is not None for key, _, _ in ECG_MEASUREMENTS):
+        formula = QTC_FORMULAS.get(str(m.get("qtc_formula") or ""), "")
         head = [
-            Paragraph(f'{zh}<br/><font size="7" color="#616e7c">{unit}</font>', s.cell_center)
-            for _, zh, unit in ECG_MEASUREMENTS
+            Paragraph(
+                f"{zh}{f' ({formula})' if key == 'qtc_ms' and formula else ''}"
+                f'<br/><font size="7" color="#616e7c">{unit}</font>',
+                s.cell_center,
+            )
+            for key, zh, unit in ECG_MEASUREMENTS
         ]
         values = [
             Paragraph(escape(str(m[key])) if m.get(key) is not None else "—", s.cell_center)
@@ -561,16 +592,15 @@ def _ecg(p: Printable, s: _Styles) -> list[Flowable]:
         width = FRAME_W / len(ECG_MEASUREMENTS)
         out += [
             _heading(s, "测量值", "Measurements"),
-            _grid([head, values], [width] * len(ECG_MEASUREMENTS), header=True),
+            _grid(s, [head, values], [width] * len(ECG_MEASUREMENTS), header=True),
         ]
-        formula = QTC_FORMULAS.get(str(m.get("qtc_formula") or ""), "")
-        if formula:
-            out.append(Paragraph(f"QTc 校正公式 QTc formula：{formula}", s.small))
     statements = [x.strip() for x in c.get("rhythm_statements") or [] if isinstance(x, str)]
     statements = [x for x in statements if x]
     if statements:
         out.append(_heading(s, "心电图诊断", "Interpretation"))
-        out += [Paragraph(f"{n}. {_markup(x)}", s.body) for n, x in enumerate(statements, start=1)]
+        out += [
+            Paragraph(f"{n}. {_markup(s, x)}", s.body) for n, x in enumerate(statements, start=1)
+        ]
     out += _prose(s, "检查所见", "Findings", _str(c, "findings"))
     out += _prose(s, "诊断意见", "Impression", _str(c, "impression"))
     out += _prose(s, "建议", "Recommendation", _str(c, "recommendation"))
@@ -605,11 +635,11 @@ def _lab(p: Printable, s: _Styles) -> list[Flowable]:
             cell, center = (red_cell, red_center) if critical else (s.cell, s.cell_center)
             rows.append(
                 [
-                    Paragraph(_markup(str(r.get("code") or "")), cell),
-                    Paragraph(_markup(str(r.get("name") or "")), cell),
-                    Paragraph(_markup(str(r.get("value") or "")), center),
-                    Paragraph(_markup(str(r.get("unit") or "")), cell),
-                    Paragraph(_markup(str(r.get("reference_range") or "")), cell),
+                    Paragraph(_markup(s, str(r.get("code") or "")), cell),
+                    Paragraph(_markup(s, str(r.get("name") or "")), cell),
+                    Paragraph(_markup(s, str(r.get("value") or "")), center),
+                    Paragraph(_markup(s, str(r.get("unit") or "")), cell),
+                    Paragraph(_markup(s, str(r.get("reference_range") or "")), cell),
                     Paragraph(escape(FLAGS.get(flag, flag)), cell),
                 ]
             )
@@ -619,7 +649,7 @@ def _lab(p: Printable, s: _Styles) -> list[Flowable]:
                 extra.append(("BACKGROUND", (0, n), (-1, n), colors.HexColor("#f8fafc")))
         widths = [mm * w for w in (20, 48, 26, 22, 34, 24)]
         extra.append(("LINEBELOW", (0, 1), (-1, -2), 0.25, RULE))
-        out.append(_grid(rows, widths, header=True, extra=extra))
+        out.append(_grid(s, rows, widths, header=True, extra=extra))
     out += _prose(s, "检查所见", "Findings", _str(c, "findings"))
     out += _prose(s, "诊断意见", "Impression", _str(c, "impression"))
     out += _prose(s, "建议", "Recommendation", _str(c, "recommendation"))
@@ -669,7 +699,7 @@ def _referral(p: Printable, s: _Styles) -> list[Flowable]:
     text = "；".join(parts)
     note = _str(r, "note")
     if note:
-        text += "<br/>" + _markup(note)
+        text += "<br/>" + _markup(s, note)
     return [_heading(s, "转诊建议", "Referral"), Paragraph(text, s.body)]
 
 
@@ -677,8 +707,8 @@ def _signature(p: Printable, s: _Styles) -> list[Flowable]:
     def val(text: str) -> Paragraph:
         return Paragraph(text, s.cell)
 
-    signer = _markup(p.signer) + (
-        f"（{_markup(p.signer_institution)}）" if p.signer_institution else ""
+    signer = _markup(s, p.signer) + (
+        f"（{_markup(s, p.signer_institution)}）" if p.signer_institution else ""
     )
     version = f"第 {p.version} 版" + ("　更正报告 / amended" if p.version > 1 else "")
     rows: list[list[Any]] = [
@@ -697,10 +727,12 @@ def _signature(p: Printable, s: _Styles) -> list[Flowable]:
             _label(s, "报告状态", "State"),
             val("已签发 Signed"),
         ],
-        [_label(s, "SHA-256", "digest"), Paragraph(p.sha256, s.mono), "", ""],
+        [_label(s, "SHA-256", "digest"), Paragraph(p.sha256, s.mono), Spacer(0, 0), Spacer(0, 0)],
     ]
     table = _info_table(s, rows, [22 * mm, FRAME_W / 2 - 22 * mm] * 2)
-    table.setStyle(TableStyle([("SPAN", (1, 2), (3, 2))]))
+    table.setStyle(
+        TableStyle([("SPAN", (1, 2), (3, 2)), ("BACKGROUND", (1, 2), (3, 2), colors.white)])
+    )
     note = (
         "本报告经电子签发，仅供临床参考。SHA-256 为所签发内容（规范形式）的摘要，"
         "可在会诊系统中核对本打印件。This report was signed electronically; the SHA-256 "
@@ -735,6 +767,10 @@ class _PagedCanvas(Canvas):
         super().save()
 
 
+def _clip(text: str, limit: int = 24) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _decorate(c: Canvas, number: int, total: int, *, p: Printable, fonts: Fonts) -> None:
     """The running header (from page 2) and the footer of every page."""
     zh, _ = TITLES[p.centre]
@@ -747,13 +783,14 @@ def _decorate(c: Canvas, number: int, total: int, *, p: Printable, fonts: Fonts)
         top = PAGE_H - 12 * mm
         c.setFont(fonts.body, 8.5)
         c.drawString(left, top, f"{p.hospital} {p.centre_zh} {zh}（续）")
-        c.drawRightString(right, top, f"{p.patient_name} · 会诊号 {p.short_id} · 第 {p.version} 版")
+        c.drawRightString(
+            right, top, f"{_clip(p.patient_name)} · 会诊号 {p.short_id} · 第 {p.version} 版"
+        )
         c.line(left, top - 2.5 * mm, right, top - 2.5 * mm)
     c.line(left, 17 * mm, right, 17 * mm)
     c.setFont(fonts.body, 7.5)
-    signed = (
-        f"签发医生 {p.signer} · 签发时间 {local_time(p.signed_at)}（北京时间）· 第 {p.version} 版"
-    )
+    signed = f"签发医生 {_clip(p.signer)} · 签发时间 {local_time(p.signed_at)}（北京时间）"
+    signed += f" · 第 {p.version} 版"
     if p.version > 1:
         signed += " · 更正报告 / amended"
     c.drawString(left, 12.5 * mm, signed)
@@ -786,6 +823,7 @@ def render(p: Printable, fonts: Fonts | None = None) -> bytes:
         subject=f"{p.filename} SHA-256 {p.sha256}",
         creator="Huizhen 会诊",
         lang="zh-CN",
+        initialFontName=fonts.body,
     )
     story: list[Flowable] = [
         *_title(p, fonts, s),
@@ -876,6 +914,7 @@ async def _printable(
     summary="A signed report as a printable PDF (A4, Chinese text embedded)",
     tags=["reports"],
     errors=[409],
+    produces="application/pdf",
 )
 async def report_pdf(call: Call[None, None]) -> web.Response:
     """Answers ``application/pdf`` (inline, named ``report-<consult>-v<version>.pdf``) with the

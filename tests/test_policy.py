@@ -347,6 +347,15 @@ CASES: tuple[Case, ...] = (
         out_of_scope=404,
         in_scope=frozenset({"radiology"}),
     ),
+    Case(
+        "GET",
+        "/api/v1/reports/{report_id}/pdf",
+        lambda c: f"/api/v1/reports/{c.report}/pdf",  # v1 stays signed beside the v2 draft
+        CLINICAL,
+        200,
+        out_of_scope=404,
+        in_scope=IMAGING_CONSULT,
+    ),
     Case("GET", "/api/v1/events", lambda c: "/api/v1/events", EVERYONE, 200),
     Case(
         "GET",
