@@ -24,9 +24,11 @@ from server import (
     figures,
     messages,
     patients,
+    referrals,
     reportpdf,
     reports,
     signin,
+    targets,
 )
 from server.blobs import LocalBlobStore
 from server.db import current_revision, head_revision, make_engine, make_sessionmaker, migrate
@@ -77,7 +79,7 @@ def api_router() -> Router:
     """Every API route of the service, in one table (the policy test walks it)."""
     router = Router()
     modules = [signin, directory, accounts, patients, consults, messages, attachments, reports]
-    modules += [reportpdf, feed, figures, auditlog]
+    modules += [reportpdf, referrals, targets, feed, figures, auditlog]
     for module in modules:
         router.include(module.router)
     return router

@@ -95,3 +95,44 @@ def advance(state: ConsultState, action: ConsultAction) -> ConsultState:
             state=state.value,
             allowed=allowed,
         ) from None
+
+
+# -- two-way referral (双向转诊) ------------------------------------------------------------
+
+
+class ReferralState(enum.StrEnum):
+    REQUESTED = "requested"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"  # the patient arrived at the receiving institution
+
+
+class ReferralAction(enum.StrEnum):
+    ACCEPT = "accept"
+    DECLINE = "decline"
+    CANCEL = "cancel"
+    COMPLETE = "complete"
+
+
+R, RA = ReferralState, ReferralAction
+
+REFERRAL_TRANSITIONS: dict[tuple[ReferralState, ReferralAction], ReferralState] = {
+    (R.REQUESTED, RA.ACCEPT): R.ACCEPTED,
+    (R.REQUESTED, RA.DECLINE): R.DECLINED,
+    (R.REQUESTED, RA.CANCEL): R.CANCELLED,
+    (R.ACCEPTED, RA.COMPLETE): R.COMPLETED,
+    (R.ACCEPTED, RA.CANCEL): R.CANCELLED,
+}
+
+
+def advance_referral(state: ReferralState, action: ReferralAction) -> ReferralState:
+    try:
+        return REFERRAL_TRANSITIONS[(state, action)]
+    except KeyError:
+        allowed = sorted(a.value for (s, a) in REFERRAL_TRANSITIONS if s is state)
+        raise IllegalTransition(
+            f"cannot {action.value} a referral that is {state.value}",
+            state=state.value,
+            allowed=allowed,
+        ) from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -29,15 +29,18 @@ from server.consultflow import (
 from server.events import centre_stream, institution_stream, user_stream
 from server.models import (
     Centre,
+    CentreMembership,
     Consult,
     ConsultTransition,
     Institution,
     InstitutionKind,
     Patient,
     Report,
+    ReportState,
     Role,
     TurnaroundTarget,
     User,
+    UserRole,
     utcnow,
 )
 from server.policy import (
@@ -104,6 +107,7 @@ class TransitionOut(ResponseModel):
     from_state: str | None
     to_state: str
     actor_user_id: uuid.UUID | None
+    actor_name: str | None = None
     at: dt.datetime
     note: str
     detail: dict[str, Any]
@@ -127,9 +131,13 @@ class ConsultOut(ResponseModel):
     clinical_summary: str
     preferred_video_at: dt.datetime | None
     requester_user_id: uuid.UUID
+    requester_name: str
     requester_institution_id: uuid.UUID
     assignee_user_id: uuid.UUID | None
+    assignee_name: str | None
     escalated_to_institution_id: uuid.UUID | None
+    #: A signed critical value that the station has not yet acknowledged.
+    critical_pending: bool
     created_at: dt.datetime
     submitted_at: dt.datetime | None
     claimed_at: dt.datetime | None
@@ -166,6 +174,16 @@ class WorklistItem(ResponseModel):
     overdue: bool
 
 
+class RosterEntry(ResponseModel):
+    id: uuid.UUID
+    display_name: str
+
+
+class Roster(ResponseModel):
+    centre: Centre
+    items: list[RosterEntry]
+
+
 class Worklist(ResponseModel):
     centre: Centre
     items: list[WorklistItem]
@@ -174,7 +192,15 @@ class Worklist(ResponseModel):
 # -- helpers --------------------------------------------------------------------------------
 
 
-def consult_out(consult: Consult, patient: Patient) -> ConsultOut:
+async def display_names(db: AsyncSession, ids: Iterable[uuid.UUID | None]) -> dict[uuid.UUID, str]:
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    rows = await db.execute(select(User.id, User.display_name).where(User.id.in_(wanted)))
+    return {row[0]: row[1] for row in rows}
+
+
+def consult_out(consult: Consult, patient: Patient, names: dict[uuid.UUID, str]) -> ConsultOut:
     return ConsultOut(
         id=consult.id,
         patient=PatientBrief.model_validate(patient),
@@ -185,9 +211,12 @@ def consult_out(consult: Consult, patient: Patient) -> ConsultOut:
         clinical_summary=consult.clinical_summary,
         preferred_video_at=consult.preferred_video_at,
         requester_user_id=consult.requester_user_id,
+        requester_name=names.get(consult.requester_user_id, ""),
         requester_institution_id=consult.requester_institution_id,
         assignee_user_id=consult.assignee_user_id,
+        assignee_name=names.get(consult.assignee_user_id) if consult.assignee_user_id else None,
         escalated_to_institution_id=consult.escalated_to_institution_id,
+        critical_pending=consult.critical_since is not None,
         created_at=consult.created_at,
         submitted_at=consult.submitted_at,
         claimed_at=consult.claimed_at,
@@ -390,17 +419,29 @@ async def _submit(call: Call[Any, Any], consult: Consult) -> None:
 
 
 async def _detail(call: Call[Any, Any], consult: Consult, patient: Patient) -> ConsultDetail:
-    timeline = await call.session.scalars(
-        select(ConsultTransition)
-        .where(ConsultTransition.consult_id == consult.id)
-        .order_by(ConsultTransition.id)
+    timeline = list(
+        await call.session.scalars(
+            select(ConsultTransition)
+            .where(ConsultTransition.consult_id == consult.id)
+            .order_by(ConsultTransition.id)
+        )
     )
-    reports = await call.session.scalars(
-        select(Report).where(Report.consult_id == consult.id).order_by(Report.version)
+    report_stmt = select(Report).where(Report.consult_id == consult.id)
+    if not can_work_on(call.principal, consult):
+        report_stmt = report_stmt.where(Report.state == ReportState.SIGNED)
+    reports = await call.session.scalars(report_stmt.order_by(Report.version))
+    names = await display_names(
+        call.session,
+        [consult.requester_user_id, consult.assignee_user_id, *(t.actor_user_id for t in timeline)],
     )
+    steps = []
+    for t in timeline:
+        step = TransitionOut.model_validate(t)
+        step.actor_name = names.get(t.actor_user_id) if t.actor_user_id else None
+        steps.append(step)
     return ConsultDetail(
-        **consult_out(consult, patient).model_dump(),
-        timeline=[TransitionOut.model_validate(t) for t in timeline],
+        **consult_out(consult, patient, names).model_dump(),
+        timeline=steps,
         reports=[ReportBrief.model_validate(r) for r in reports],
     )
 
@@ -442,7 +483,10 @@ async def list_consults(call: Call[None, ConsultQuery]) -> ConsultList:
         )
         for c, _ in rows
     )
-    return ConsultList(items=[consult_out(c, p) for c, p in rows], total=total)
+    names = await display_names(
+        call.session, [x for c, _ in rows for x in (c.requester_user_id, c.assignee_user_id)]
+    )
+    return ConsultList(items=[consult_out(c, p, names) for c, p in rows], total=total)
 
 
 @router.route(
@@ -684,7 +728,8 @@ async def acknowledge_consult(call: Call[NoteBody, None]) -> ConsultDetail:
         acknowledged_at=utcnow(),
         critical_since=None,  # a critical value stops repeating once acknowledged
     )
-    streams = [centre_stream(consult.centre)]
+    # The centre learns it was received; the station's other doctors clear their inboxes.
+    streams = [centre_stream(consult.centre), institution_stream(consult.requester_institution_id)]
     if consult.assignee_user_id is not None:
         streams.append(user_stream(consult.assignee_user_id))
     call.publish(
@@ -721,13 +766,16 @@ async def worklist(call: Call[None, None]) -> Worklist:
         )
     }
     now = utcnow()
+    names = await display_names(
+        call.session, [x for c, _ in rows for x in (c.requester_user_id, c.assignee_user_id)]
+    )
     items = []
     for consult, patient in rows:
         submitted = consult.submitted_at or consult.created_at
         left = int((consult.due_at - now).total_seconds()) if consult.due_at else None
         items.append(
             WorklistItem(
-                consult=consult_out(consult, patient),
+                consult=consult_out(consult, patient, names),
                 target_minutes=targets.get(consult.priority, 24 * 60),
                 waiting_seconds=max(0, int((now - submitted).total_seconds())),
                 seconds_left=left,
@@ -744,3 +792,33 @@ async def worklist(call: Call[None, None]) -> Worklist:
         for c, _ in rows
     )
     return Worklist(centre=centre, items=items)
+
+
+@router.route(
+    "GET",
+    "/api/v1/centres/{centre}/specialists",
+    action=Action.CONSULT_READ,
+    summary="The active specialists of a centre (for reassignment)",
+    tags=["consults"],
+    response=Roster,
+    path_types={"centre": Centre},
+)
+async def roster(call: Call[None, None]) -> Roster:
+    centre: Centre = call.path["centre"]
+    if not centre_side(call.principal, centre):
+        raise Forbidden("the roster is for this centre's specialists and coordinators")
+    rows = await call.session.execute(
+        select(User.id, User.display_name)
+        .join(Institution, Institution.id == User.institution_id)
+        .where(
+            User.active.is_(True),
+            Institution.kind == InstitutionKind.LEAD_HOSPITAL,
+            User.roles.any(UserRole.role == Role.SPECIALIST),
+            User.centres.any(CentreMembership.centre == centre),
+        )
+        .order_by(User.display_name)
+    )
+    return Roster(
+        centre=centre,
+        items=[RosterEntry(id=row[0], display_name=row[1]) for row in rows],
+    )

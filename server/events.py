@@ -49,6 +49,12 @@ def coordinator_stream(centre: Centre) -> str:
 def streams_of(principal: Principal) -> list[str]:
     """Every stream whose events this user receives."""
     streams = [user_stream(principal.user_id), institution_stream(principal.institution_id)]
+    if Role.GRASSROOTS_DOCTOR in principal.roles:
+        # A township health centre oversees its village clinics' consults, and hears of them.
+        streams += [
+            institution_stream(i)
+            for i in sorted(principal.care_institutions - {principal.institution_id})
+        ]
     if principal.roles & {Role.SPECIALIST, Role.CENTRE_COORDINATOR}:
         streams += [centre_stream(c) for c in sorted(principal.centres)]
     if Role.CENTRE_COORDINATOR in principal.roles:

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from server.consultflow import ConsultState, Priority
+from server.consultflow import ConsultState, Priority, ReferralState
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -395,6 +395,42 @@ class Report(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
 
 
+class Referral(Base):
+    """A patient referred up (上转, to a higher tier) or down (下转, back to the grassroots)."""
+
+    __tablename__ = "referrals"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    consult_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("consults.id"), index=True)
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"), index=True)
+    direction: Mapped[str] = mapped_column(String(8))
+    green_channel: Mapped[bool] = mapped_column(default=False)
+    from_institution_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("institutions.id"), index=True
+    )
+    to_institution_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("institutions.id"), index=True)
+    state: Mapped[ReferralState] = mapped_column(_enum(ReferralState, "referral_state"))
+    reason: Mapped[str] = mapped_column(Text)
+    created_by_user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    version: Mapped[int] = mapped_column(default=1)
+
+
+class ReferralTransition(Base):
+    __tablename__ = "referral_transitions"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    referral_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("referrals.id", ondelete="CASCADE"), index=True
+    )
+    action: Mapped[str] = mapped_column(String(32))
+    from_state: Mapped[str | None] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32))
+    actor_user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
 class TurnaroundTarget(Base):
     __tablename__ = "turnaround_targets"
 
@@ -458,6 +494,8 @@ __all__ = [
     "LoginFailure",
     "Patient",
     "PatientLink",
+    "Referral",
+    "ReferralTransition",
     "Report",
     "ReportState",
     "Role",

@@ -42,6 +42,7 @@ class Action(enum.StrEnum):
     CONSULT_WORK = "consult.work"  # claim, release, return, escalate, report (centre side)
     CONSULT_COORDINATE = "consult.coordinate"  # reassign, overdue list
     FIGURES_READ = "figures.read"  # aggregate volumes and turnaround, no patient data
+    REFERRAL = "referral"  # two-way referral: open, answer, list
 
 
 _CLINICAL_READ = frozenset(
@@ -49,9 +50,11 @@ _CLINICAL_READ = frozenset(
 )
 
 ROLE_GRANTS: Mapping[Role, frozenset[Action]] = {
-    Role.GRASSROOTS_DOCTOR: _CLINICAL_READ | {Action.PATIENT_WRITE, Action.CONSULT_REQUEST},
-    Role.SPECIALIST: _CLINICAL_READ | {Action.CONSULT_WORK},
-    Role.CENTRE_COORDINATOR: _CLINICAL_READ | {Action.CONSULT_COORDINATE, Action.FIGURES_READ},
+    Role.GRASSROOTS_DOCTOR: _CLINICAL_READ
+    | {Action.PATIENT_WRITE, Action.CONSULT_REQUEST, Action.REFERRAL},
+    Role.SPECIALIST: _CLINICAL_READ | {Action.CONSULT_WORK, Action.REFERRAL},
+    Role.CENTRE_COORDINATOR: _CLINICAL_READ
+    | {Action.CONSULT_COORDINATE, Action.FIGURES_READ, Action.REFERRAL},
     Role.STROKE_TEAM: _CLINICAL_READ,
     Role.AMBULANCE: frozenset({Action.SELF, Action.DIRECTORY_READ}),
     Role.SUPERVISOR: frozenset(

@@ -19,7 +19,13 @@ from sqlalchemy import func, select
 
 from server.audit import Entry
 from server.consultflow import ConsultAction, ConsultState
-from server.consults import event_payload, load_consult, requester_streams, transition
+from server.consults import (
+    display_names,
+    event_payload,
+    load_consult,
+    requester_streams,
+    transition,
+)
 from server.models import Centre, Consult, Report, ReportState, utcnow
 from server.policy import Action, can_work_on
 from server.problems import Conflict, Forbidden, NotFound, ValidationFailed
@@ -124,6 +130,8 @@ class ReportOut(ResponseModel):
     signed_by_user_id: uuid.UUID | None
     signed_at: dt.datetime | None
     sha256: str | None
+    author_name: str = ""
+    signer_name: str | None = None
 
 
 class ReportDetail(ReportOut):
@@ -161,14 +169,24 @@ async def _load_report(call: Call[Any, Any], report_id: uuid.UUID) -> tuple[Repo
     return report, consult
 
 
-async def _detail(call: Call[Any, Any], report: Report) -> ReportDetail:
-    history = await call.session.scalars(
-        select(Report).where(Report.consult_id == report.consult_id).order_by(Report.version)
+async def _detail(call: Call[Any, Any], report: Report, consult: Consult) -> ReportDetail:
+    """The report and its versions; drafts only for the centre that writes them."""
+    stmt = select(Report).where(Report.consult_id == report.consult_id)
+    if not can_work_on(call.principal, consult):
+        stmt = stmt.where(Report.state == ReportState.SIGNED)
+    history = list(await call.session.scalars(stmt.order_by(Report.version)))
+    names = await display_names(
+        call.session,
+        [x for r in [report, *history] for x in (r.author_user_id, r.signed_by_user_id)],
     )
-    return ReportDetail(
-        **ReportOut.model_validate(report).model_dump(),
-        history=[ReportOut.model_validate(r) for r in history],
-    )
+
+    def out(r: Report) -> ReportOut:
+        o = ReportOut.model_validate(r)
+        o.author_name = names.get(r.author_user_id, "")
+        o.signer_name = names.get(r.signed_by_user_id) if r.signed_by_user_id else None
+        return o
+
+    return ReportDetail(**out(report).model_dump(), history=[out(r) for r in history])
 
 
 def _check_centre(consult: Consult, body: ReportBody) -> None:
@@ -226,7 +244,7 @@ async def create_report(call: Call[ReportBody, None]) -> ReportDetail:
             patient_id=consult.patient_id,
         )
     )
-    return await _detail(call, report)
+    return await _detail(call, report, consult)
 
 
 @router.route(
@@ -249,7 +267,7 @@ async def get_report(call: Call[None, None]) -> ReportDetail:
             patient_id=consult.patient_id,
         )
     )
-    return await _detail(call, report)
+    return await _detail(call, report, consult)
 
 
 @router.route(
@@ -280,7 +298,7 @@ async def edit_report(call: Call[ReportBody, None]) -> ReportDetail:
             patient_id=consult.patient_id,
         )
     )
-    return await _detail(call, report)
+    return await _detail(call, report, consult)
 
 
 @router.route(
@@ -334,7 +352,7 @@ async def sign_report(call: Call[None, None]) -> ReportDetail:
         call.publish(
             requester_streams(consult), "report.critical", consult_id=consult.id, payload=payload
         )
-    return await _detail(call, report)
+    return await _detail(call, report, consult)
 
 
 @router.route(
@@ -378,4 +396,4 @@ async def amend_report(call: Call[None, None]) -> ReportDetail:
             patient_id=consult.patient_id,
         )
     )
-    return await _detail(call, amendment)
+    return await _detail(call, amendment, consult)

@@ -64,7 +64,7 @@ class Api:
         ctype = resp.headers.get("Content-Type", "")
         if "json" in ctype:
             return resp.status, await resp.json()
-        return resp.status, await resp.text()
+        return resp.status, await resp.read()
 
     async def get(self, path: str, username: str | None = None, **kwargs: Any) -> tuple[int, Any]:
         return await self.call("GET", path, username, **kwargs)

@@ -329,3 +329,45 @@ async def test_offline_station_gets_everything_once_in_order(api: Api) -> None:
             break
     assert seen == sorted(set(seen))
     assert len(seen) == 5 * 2  # claimed and returned, each once
+
+
+async def test_drafts_never_reach_the_requesting_station(api: Api) -> None:
+    """Neither the draft of a first report nor an amendment in progress is shown outside the
+    centre: not in the consult, not in a signed report's history."""
+    cid = (await _open(api))["id"]
+    await api.post(f"/api/v1/consults/{cid}/claim", "radiology", json={})
+    _, draft = await api.post(f"/api/v1/consults/{cid}/reports", "radiology", json=IMAGING_REPORT)
+    _, consult = await api.get(f"/api/v1/consults/{cid}", "chengguan")
+    assert consult["reports"] == []
+    _, signed = await api.post(f"/api/v1/reports/{draft['id']}/sign", "radiology")
+    _, amendment = await api.post(f"/api/v1/reports/{signed['id']}/amend", "radiology")
+    _, seen = await api.get(f"/api/v1/reports/{signed['id']}", "chengguan")
+    assert [h["version"] for h in seen["history"]] == [1]
+    _, consult = await api.get(f"/api/v1/consults/{cid}", "chengguan")
+    assert [r["version"] for r in consult["reports"]] == [1]
+    _, centre_view = await api.get(f"/api/v1/reports/{signed['id']}", "radiology")
+    assert [h["version"] for h in centre_view["history"]] == [1, 2]
+    assert (await api.get(f"/api/v1/reports/{amendment['id']}", "chengguan"))[0] == 404
+
+
+async def test_names_roster_and_station_wide_acknowledgement(api: Api) -> None:
+    status, roster = await api.get("/api/v1/centres/consultation/specialists", "coordinator")
+    assert status == 200
+    assert sorted(e["display_name"] for e in roster["items"]) == ["会诊 李主任", "神经内科 马主任"]
+    assert (await api.get("/api/v1/centres/consultation/specialists", "chengguan"))[0] == 403
+    cid = (await _open(api))["id"]
+    await api.post(f"/api/v1/consults/{cid}/claim", "radiology", json={})
+    _, draft = await api.post(f"/api/v1/consults/{cid}/reports", "radiology", json=IMAGING_REPORT)
+    _, signed = await api.post(f"/api/v1/reports/{draft['id']}/sign", "radiology")
+    assert signed["signer_name"] == "影像 王医生"
+    _, consult = await api.get(f"/api/v1/consults/{cid}", "chengguan")
+    assert consult["requester_name"] == "城关镇 刘医生"
+    assert consult["assignee_name"] == "影像 王医生"
+    assert consult["timeline"][2]["actor_name"] == "影像 王医生"
+    assert consult["critical_pending"] is False
+    await api.post(f"/api/v1/consults/{cid}/acknowledge", "chengguan", json={})
+    # Another doctor of the same station would clear the item from their inbox: the station
+    # stream carries the acknowledgement.
+    _, feed = await api.get("/api/v1/events", "chengguan")
+    acks = [e for e in feed["items"] if e["type"] == "consult.acknowledged"]
+    assert [e["stream"].split(":")[0] for e in acks] == ["inst"]

@@ -20,6 +20,7 @@ CENTRE_STAFF = frozenset(
     {"coordinator", "ecg", "radiology", "consult", "lab", "pathology", "neuro"}
 )
 CLINICAL = GRASSROOTS | CENTRE_STAFF
+REFERRERS = GRASSROOTS | CENTRE_STAFF
 EVERYONE = frozenset(DEMO_USERS)
 SPECIALISTS = frozenset({"ecg", "radiology", "consult", "lab", "pathology", "neuro"})
 #: Who sees a consult from 城关镇卫生院 to the imaging centre.
@@ -39,6 +40,7 @@ class Ctx:
     radiology: str = ""  # the radiology specialist's user id
     event: str = ""  # an event in chengguan's own stream
     attachment: str = ""  # a file on the matrix consult
+    referral: str = ""  # chengguan → lead hospital, requested
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class Case:
     in_scope: frozenset[str] = EVERYONE
     #: A raw body (uploads) instead of JSON.
     raw: bytes | None = None
+    #: Exact answers for some users, where the loop's order changes the state (first wins).
+    exact: tuple[tuple[str, int], ...] = ()
 
 
 def _new_patient(_: Ctx) -> dict[str, Any]:
@@ -110,6 +114,22 @@ def _transition(
     )
 
 
+def _referral_step(action: str, first: str | None = None) -> Case:
+    """Sender chengguan, receiver coordinator: ``first`` (who comes first in the user loop)
+    moves the referral on; after it, the state machine answers 409 before any role check."""
+    return Case(
+        "POST",
+        f"/api/v1/referrals/{{referral_id}}/{action}",
+        lambda c: f"/api/v1/referrals/{c.referral}/{action}",
+        REFERRERS,
+        409,
+        body=lambda c: {},
+        out_of_scope=404,
+        in_scope=frozenset({"chengguan", "coordinator"}),
+        exact=((first, 200),) if first else (),
+    )
+
+
 CASES: tuple[Case, ...] = (
     Case("GET", "/api/v1/auth/me", lambda c: "/api/v1/auth/me", EVERYONE, 200),
     Case(
@@ -145,6 +165,15 @@ CASES: tuple[Case, ...] = (
         body=lambda c: {"name_en": "County People's Hospital"},
     ),
     Case("GET", "/api/v1/centres", lambda c: "/api/v1/centres", EVERYONE, 200),
+    Case("GET", "/api/v1/targets", lambda c: "/api/v1/targets", EVERYONE, 200),
+    Case(
+        "PUT",
+        "/api/v1/targets/{centre}/{priority}",
+        lambda c: "/api/v1/targets/ecg/routine",
+        frozenset({"admin"}),
+        200,
+        body=lambda c: {"minutes": 1440},
+    ),
     Case("GET", "/api/v1/users", lambda c: "/api/v1/users", frozenset({"admin"}), 200),
     Case(
         "GET",
@@ -230,6 +259,15 @@ CASES: tuple[Case, ...] = (
         out_of_scope=403,
         in_scope=frozenset({"radiology", "coordinator"}),
     ),
+    Case(
+        "GET",
+        "/api/v1/centres/{centre}/specialists",
+        lambda c: "/api/v1/centres/imaging/specialists",
+        CLINICAL,
+        200,
+        out_of_scope=403,
+        in_scope=frozenset({"radiology", "coordinator"}),
+    ),
     _transition("submit", GRASSROOTS, 409, frozenset({"chengguan"})),  # already submitted
     _transition("claim", SPECIALISTS, 200, frozenset({"radiology"})),
     _transition("release", SPECIALISTS, 200, frozenset({"radiology"})),
@@ -309,6 +347,30 @@ CASES: tuple[Case, ...] = (
         out_of_scope=404,
         in_scope=IMAGING_CONSULT,
     ),
+    Case(
+        "POST",
+        "/api/v1/consults/{consult_id}/referrals",
+        lambda c: f"/api/v1/consults/{c.consult}/referrals",
+        REFERRERS,
+        409,  # no signed report advises it
+        body=lambda c: {"direction": "up", "to_institution_id": c.lead_hospital, "reason": "x"},
+        out_of_scope=404,
+        in_scope=IMAGING_CONSULT,
+    ),
+    Case("GET", "/api/v1/referrals", lambda c: "/api/v1/referrals", REFERRERS, 200),
+    Case(
+        "GET",
+        "/api/v1/referrals/{referral_id}",
+        lambda c: f"/api/v1/referrals/{c.referral}",
+        REFERRERS,
+        200,
+        out_of_scope=404,
+        in_scope=frozenset({"chengguan", "coordinator"}),
+    ),
+    _referral_step("accept", first="coordinator"),
+    _referral_step("complete", first="coordinator"),
+    _referral_step("decline"),
+    _referral_step("cancel"),
     _transition("cancel", GRASSROOTS, 200, frozenset({"chengguan"})),
     Case(
         "GET",
@@ -389,6 +451,8 @@ def _payload(case: Case, ctx: Ctx) -> dict[str, Any]:
 
 
 def expected(case: Case, user: str) -> int:
+    if user in dict(case.exact):
+        return dict(case.exact)[user]
     if user not in case.allowed:
         return 403
     if case.out_of_scope is not None and user not in case.in_scope:
@@ -438,6 +502,27 @@ async def _context(api: Api) -> Ctx:
     )
     assert resp.status == 201
     attachment = (await resp.json())["id"]
+    status, referred = await api.post(
+        "/api/v1/consults",
+        "chengguan",
+        json={"patient_id": chengguan_patient, "centre": "imaging", "question": "转诊"},
+    )
+    await api.post(f"/api/v1/consults/{referred['id']}/claim", "radiology", json={})
+    advice = {"kind": "imaging", "referral": {"direction": "up", "green_channel": True}}
+    _, draft2 = await api.post(
+        f"/api/v1/consults/{referred['id']}/reports", "radiology", json={"content": advice}
+    )
+    await api.post(f"/api/v1/reports/{draft2['id']}/sign", "radiology")
+    status, referral = await api.post(
+        f"/api/v1/consults/{referred['id']}/referrals",
+        "chengguan",
+        json={
+            "direction": "up",
+            "to_institution_id": await api.institution_id("xrmyy"),
+            "reason": "需上级医院进一步检查",
+        },
+    )
+    assert status == 201
     return Ctx(
         jiaji_patient=body["items"][0]["id"],
         lead_hospital=await api.institution_id("xrmyy"),
@@ -448,6 +533,7 @@ async def _context(api: Api) -> Ctx:
         radiology=radiology,
         event=str(event),
         attachment=attachment,
+        referral=referral["id"],
     )
 
 

@@ -42,6 +42,7 @@ USER_FOR_ACTION = {
     "consult.work": "radiology",
     "consult.coordinate": "coordinator",
     "figures.read": "supervisor",
+    "referral": "chengguan",
 }
 #: Signing out would revoke the token the other operations use; it has its own tests.
 SKIP = {("POST", "/api/v1/auth/logout")}

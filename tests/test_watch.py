@@ -101,7 +101,8 @@ async def test_unacknowledged_critical_value_repeats_and_escalates(
     _, station = await api.get("/api/v1/events?after=0&limit=500", "jiaji")
     assert [e["type"] for e in station["items"]].count("critical.unacknowledged") == 2
     _, township = await api.get("/api/v1/events?after=0&limit=500", "huji-doc")
-    assert [e["type"] for e in township["items"]] == ["critical.unacknowledged"] * 2
+    # (It oversees the clinic, so it hears the whole consult; each reminder once.)
+    assert [e["type"] for e in township["items"]].count("critical.unacknowledged") == 2
     # ...but not a township that has nothing to do with it.
     _, other = await api.get("/api/v1/events?after=0&limit=500", "chengguan")
     assert "critical.unacknowledged" not in [e["type"] for e in other["items"]]
