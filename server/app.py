@@ -18,6 +18,7 @@ from server import (
     accounts,
     attachments,
     auditlog,
+    casework,
     consults,
     directory,
     feed,
@@ -29,6 +30,7 @@ from server import (
     reports,
     signin,
     targets,
+    worklists,
 )
 from server.blobs import LocalBlobStore
 from server.db import current_revision, head_revision, make_engine, make_sessionmaker, migrate
@@ -78,7 +80,8 @@ def app_version() -> str:
 def api_router() -> Router:
     """Every API route of the service, in one table (the policy test walks it)."""
     router = Router()
-    modules = [signin, directory, accounts, patients, consults, messages, attachments, reports]
+    modules = [signin, directory, accounts, patients, consults, casework, worklists, messages]
+    modules += [attachments, reports]
     modules += [reportpdf, referrals, targets, feed, figures, auditlog]
     for module in modules:
         router.include(module.router)

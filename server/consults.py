@@ -1,4 +1,4 @@
-"""Consult requests: opening, the lifecycle transitions, the timeline and the centre worklists.
+"""Consult requests: opening one, reading them, and the guarded transition every step uses.
 
 Every transition is a guarded update: ``UPDATE consults … WHERE id = ? AND state = ? AND
 version = ?``. Of two callers acting on the same consult at once (two specialists claiming it),
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import Entry, Outcome
 from server.consultflow import (
-    WORKLIST_STATES,
     ConsultAction,
     ConsultState,
     Priority,
@@ -29,37 +28,28 @@ from server.consultflow import (
 from server.events import centre_stream, institution_stream, user_stream
 from server.models import (
     Centre,
-    CentreMembership,
     Consult,
     ConsultTransition,
-    Institution,
-    InstitutionKind,
     Patient,
     Report,
     ReportState,
-    Role,
     TurnaroundTarget,
     User,
-    UserRole,
     utcnow,
 )
 from server.policy import (
     Action,
-    Principal,
     can_work_on,
-    centre_side,
     consult_visible,
     consult_visible_clause,
     patient_visible_clause,
-    requester_side,
 )
-from server.problems import Conflict, Forbidden, NotFound, ValidationFailed
-from server.routing import Call, Handler, QueryModel, RequestModel, ResponseModel, Router
+from server.problems import Conflict, NotFound, ValidationFailed
+from server.routing import Call, QueryModel, RequestModel, ResponseModel, Router
 
 router = Router()
 
 Text = Annotated[str, Field(min_length=1, max_length=4000)]
-Note = Annotated[str, Field(max_length=2000)]
 
 
 # -- schemas ------------------------------------------------------------------------------
@@ -74,25 +64,6 @@ class ConsultCreate(RequestModel):
     preferred_video_at: dt.datetime | None = None
     #: Submit at once (the usual case); ``false`` keeps a draft.
     submit: bool = True
-
-
-class NoteBody(RequestModel):
-    note: Note = ""
-
-
-class ReturnBody(RequestModel):
-    #: What the specialist needs to know: required.
-    note: Annotated[str, Field(min_length=1, max_length=2000)]
-
-
-class ReassignBody(RequestModel):
-    assignee_id: uuid.UUID
-    note: Note = ""
-
-
-class EscalateBody(RequestModel):
-    institution_id: uuid.UUID
-    note: Annotated[str, Field(min_length=1, max_length=2000)]
 
 
 class PatientBrief(ResponseModel):
@@ -163,30 +134,6 @@ class ConsultQuery(QueryModel):
     patient_id: uuid.UUID | None = None
     limit: Annotated[int, Field(ge=1, le=200)] = 50
     offset: Annotated[int, Field(ge=0, le=1_000_000)] = 0
-
-
-class WorklistItem(ResponseModel):
-    consult: ConsultOut
-    target_minutes: int
-    waiting_seconds: int
-    #: Negative once the target has passed.
-    seconds_left: int | None
-    overdue: bool
-
-
-class RosterEntry(ResponseModel):
-    id: uuid.UUID
-    display_name: str
-
-
-class Roster(ResponseModel):
-    centre: Centre
-    items: list[RosterEntry]
-
-
-class Worklist(ResponseModel):
-    centre: Centre
-    items: list[WorklistItem]
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -337,11 +284,6 @@ async def submit_fields(db: AsyncSession, consult: Consult) -> dict[str, Any]:
     }
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise Forbidden(message)
-
-
 # -- routes ---------------------------------------------------------------------------------
 
 
@@ -401,11 +343,11 @@ async def create_consult(call: Call[ConsultCreate, None]) -> ConsultDetail:
         )
     )
     if body.submit:
-        await _submit(call, consult)
-    return await _detail(call, consult, patient)
+        await submit(call, consult)
+    return await consult_detail(call, consult, patient)
 
 
-async def _submit(call: Call[Any, Any], consult: Consult) -> None:
+async def submit(call: Call[Any, Any], consult: Consult) -> None:
     fields = await submit_fields(call.session, consult)
     await transition(call, consult, ConsultAction.SUBMIT, **fields)
     call.publish(
@@ -418,7 +360,7 @@ async def _submit(call: Call[Any, Any], consult: Consult) -> None:
     )
 
 
-async def _detail(call: Call[Any, Any], consult: Consult, patient: Patient) -> ConsultDetail:
+async def consult_detail(call: Call[Any, Any], consult: Consult, patient: Patient) -> ConsultDetail:
     timeline = list(
         await call.session.scalars(
             select(ConsultTransition)
@@ -507,318 +449,4 @@ async def get_consult(call: Call[None, None]) -> ConsultDetail:
             patient_id=patient.id,
         )
     )
-    return await _detail(call, consult, patient)
-
-
-def _transition_route(
-    action: ConsultAction,
-    summary: str,
-    needs: Action,
-    body: type[RequestModel] = NoteBody,
-) -> Callable[[Handler], Handler]:
-    return router.route(
-        "POST",
-        f"/api/v1/consults/{{consult_id}}/{action.value}",
-        action=needs,
-        summary=summary,
-        tags=["consults"],
-        body=body,
-        response=ConsultDetail,
-        errors=[409],
-    )
-
-
-@_transition_route(
-    ConsultAction.SUBMIT, "Submit a draft, or resubmit a returned consult", Action.CONSULT_REQUEST
-)
-async def submit_consult(call: Call[NoteBody, None]) -> ConsultDetail:
-    consult, patient = await load_consult(call, call.path["consult_id"])
-    _require(
-        requester_side(call.principal, consult.requester_institution_id),
-        "only the requesting station submits",
-    )
-    await _submit(call, consult)
-    return await _detail(call, consult, patient)
-
-
-@_transition_route(
-    ConsultAction.CANCEL, "Cancel a consult before a specialist claims it", Action.CONSULT_REQUEST
-)
-async def cancel_consult(call: Call[NoteBody, None]) -> ConsultDetail:
-    consult, patient = await load_consult(call, call.path["consult_id"])
-    _require(
-        requester_side(call.principal, consult.requester_institution_id),
-        "only the requesting station cancels",
-    )
-    await transition(call, consult, ConsultAction.CANCEL, note=call.body.note)
-    call.publish(
-        [centre_stream(consult.centre)],
-        "consult.cancelled",
-        consult_id=consult.id,
-        payload=event_payload(consult),
-    )
-    return await _detail(call, consult, patient)
-
-
-@_transition_route(
-    ConsultAction.CLAIM, "Claim a consult from the centre's worklist (atomic)", Action.CONSULT_WORK
-)
-async def claim_consult(call: Call[NoteBody, None]) -> ConsultDetail:
-    """Of two specialists claiming at once, one wins; the other gets 409."""
-    consult, patient = await load_consult(call, call.path["consult_id"])
-    _require(can_work_on(call.principal, consult), "only a specialist of this centre claims it")
-    await transition(
-        call,
-        consult,
-        ConsultAction.CLAIM,
-        note=call.body.note,
-        assignee_user_id=call.principal.user_id,
-        claimed_at=utcnow(),
-    )
-    call.publish(
-        [centre_stream(consult.centre), *requester_streams(consult)],
-        "consult.claimed",
-        consult_id=consult.id,
-        payload=event_payload(consult, assignee_id=str(call.principal.user_id)),
-    )
-    return await _detail(call, consult, patient)
-
-
-def _require_assignee(principal: Principal, consult: Consult, action: ConsultAction) -> None:
-    """The action must fit the state (409) before we ask whose claim it is (403)."""
-    advance(consult.state, action)
-    if consult.assignee_user_id != principal.user_id:
-        raise Forbidden("this consult is claimed by another specialist")
-
-
-@_transition_route(
-    ConsultAction.RELEASE, "Give a claimed consult back to the worklist", Action.CONSULT_WORK
-)
-async def release_consult(call: Call[NoteBody, None]) -> ConsultDetail:
-    consult, patient = await load_consult(call, call.path["consult_id"])
-    _require_assignee(call.principal, consult, ConsultAction.RELEASE)
-    await transition(
-        call,
-        consult,
-        ConsultAction.RELEASE,
-        note=call.body.note,
-        assignee_user_id=None,
-        claimed_at=None,
-    )
-    call.publish(
-        [centre_stream(consult.centre)],
-        "consult.released",
-        consult_id=consult.id,
-        payload=event_payload(consult),
-    )
-    return await _detail(call, consult, patient)
-
-
-@_transition_route(
-    ConsultAction.RETURN,
-    "Return to the requester for more information",
-    Action.CONSULT_WORK,
-    ReturnBody,
-)
-async def return_consult(call: Call[ReturnBody, None]) -> ConsultDetail:
-    consult, patient = await load_consult(call, call.path["consult_id"])
-    _require_assignee(call.principal, consult, ConsultAction.RETURN)
-    await transition(
-        call,
-        consult,
-        ConsultAction.RETURN,
-        note=call.body.note,
-        assignee_user_id=None,
-        claimed_at=None,
-    )
-    call.publish(
-        requester_streams(consult),
-        "consult.returned",
-        consult_id=consult.id,
-        payload=event_payload(consult),
-    )
-    return await _detail(call, consult, patient)
-
-
-@_transition_route(
-    ConsultAction.REASSIGN,
-    "Assign a consult to a specialist of its centre (coordinator)",
-    Action.CONSULT_COORDINATE,
-    ReassignBody,
-)
-async def reassign_consult(call: Call[ReassignBody, None]) -> ConsultDetail:
-    consult, patient = await load_consult(call, call.path["consult_id"])
-    _require(
-        centre_side(call.principal, consult.centre), "only this centre's coordinator reassigns"
-    )
-    assignee = await call.session.get(User, call.body.assignee_id)
-    if assignee is None or not assignee.active:
-        raise ValidationFailed("unknown specialist", field="assignee_id")
-    if Role.SPECIALIST not in assignee.role_set or consult.centre not in assignee.centre_set:
-        raise ValidationFailed(
-            "the assignee is not a specialist of this centre", field="assignee_id"
-        )
-    await transition(
-        call,
-        consult,
-        ConsultAction.REASSIGN,
-        note=call.body.note,
-        detail={"assignee_id": str(assignee.id)},
-        assignee_user_id=assignee.id,
-        claimed_at=utcnow(),
-    )
-    call.publish(
-        [user_stream(assignee.id), centre_stream(consult.centre)],
-        "consult.assigned",
-        consult_id=consult.id,
-        payload=event_payload(consult, assignee_id=str(assignee.id)),
-    )
-    return await _detail(call, consult, patient)
-
-
-@_transition_route(
-    ConsultAction.ESCALATE,
-    "Escalate to a partner hospital's specialists",
-    Action.CONSULT_WORK,
-    EscalateBody,
-)
-async def escalate_consult(call: Call[EscalateBody, None]) -> ConsultDetail:
-    consult, patient = await load_consult(call, call.path["consult_id"])
-    _require_assignee(call.principal, consult, ConsultAction.ESCALATE)
-    partner = await call.session.get(Institution, call.body.institution_id)
-    if (
-        partner is None
-        or partner.kind is not InstitutionKind.PARTNER_HOSPITAL
-        or not partner.active
-    ):
-        raise ValidationFailed("escalate to an active partner hospital", field="institution_id")
-    await transition(
-        call,
-        consult,
-        ConsultAction.ESCALATE,
-        note=call.body.note,
-        detail={"institution_id": str(partner.id)},
-        escalated_to_institution_id=partner.id,
-    )
-    call.publish(
-        [institution_stream(partner.id), *requester_streams(consult)],
-        "consult.escalated",
-        consult_id=consult.id,
-        payload=event_payload(consult, institution_id=str(partner.id)),
-    )
-    return await _detail(call, consult, patient)
-
-
-@_transition_route(
-    ConsultAction.ACKNOWLEDGE,
-    "Acknowledge the signed report at the requesting station",
-    Action.CONSULT_REQUEST,
-)
-async def acknowledge_consult(call: Call[NoteBody, None]) -> ConsultDetail:
-    consult, patient = await load_consult(call, call.path["consult_id"])
-    _require(
-        requester_side(call.principal, consult.requester_institution_id),
-        "only the requesting station acknowledges",
-    )
-    await transition(
-        call,
-        consult,
-        ConsultAction.ACKNOWLEDGE,
-        note=call.body.note,
-        acknowledged_at=utcnow(),
-        critical_since=None,  # a critical value stops repeating once acknowledged
-    )
-    # The centre learns it was received; the station's other doctors clear their inboxes.
-    streams = [centre_stream(consult.centre), institution_stream(consult.requester_institution_id)]
-    if consult.assignee_user_id is not None:
-        streams.append(user_stream(consult.assignee_user_id))
-    call.publish(
-        streams, "consult.acknowledged", consult_id=consult.id, payload=event_payload(consult)
-    )
-    return await _detail(call, consult, patient)
-
-
-@router.route(
-    "GET",
-    "/api/v1/centres/{centre}/worklist",
-    action=Action.CONSULT_READ,
-    summary="A centre's open cases: by priority, then by waiting time, with targets",
-    tags=["consults"],
-    response=Worklist,
-    path_types={"centre": Centre},
-)
-async def worklist(call: Call[None, None]) -> Worklist:
-    centre: Centre = call.path["centre"]
-    if not centre_side(call.principal, centre):
-        raise Forbidden("the worklist is for this centre's specialists and coordinators")
-    rows = (
-        await call.session.execute(
-            select(Consult, Patient)
-            .join(Patient, Patient.id == Consult.patient_id)
-            .where(Consult.centre == centre, Consult.state.in_(WORKLIST_STATES))
-            .order_by(Consult.priority_rank, Consult.submitted_at, Consult.id)
-        )
-    ).all()
-    targets = {
-        t.priority: t.minutes
-        for t in await call.session.scalars(
-            select(TurnaroundTarget).where(TurnaroundTarget.centre == centre)
-        )
-    }
-    now = utcnow()
-    names = await display_names(
-        call.session, [x for c, _ in rows for x in (c.requester_user_id, c.assignee_user_id)]
-    )
-    items = []
-    for consult, patient in rows:
-        submitted = consult.submitted_at or consult.created_at
-        left = int((consult.due_at - now).total_seconds()) if consult.due_at else None
-        items.append(
-            WorklistItem(
-                consult=consult_out(consult, patient, names),
-                target_minutes=targets.get(consult.priority, 24 * 60),
-                waiting_seconds=max(0, int((now - submitted).total_seconds())),
-                seconds_left=left,
-                overdue=left is not None and left < 0,
-            )
-        )
-    await call.audit_many(
-        Entry(
-            action="consult.worklist",
-            object_type="consult",
-            object_id=str(c.id),
-            patient_id=c.patient_id,
-        )
-        for c, _ in rows
-    )
-    return Worklist(centre=centre, items=items)
-
-
-@router.route(
-    "GET",
-    "/api/v1/centres/{centre}/specialists",
-    action=Action.CONSULT_READ,
-    summary="The active specialists of a centre (for reassignment)",
-    tags=["consults"],
-    response=Roster,
-    path_types={"centre": Centre},
-)
-async def roster(call: Call[None, None]) -> Roster:
-    centre: Centre = call.path["centre"]
-    if not centre_side(call.principal, centre):
-        raise Forbidden("the roster is for this centre's specialists and coordinators")
-    rows = await call.session.execute(
-        select(User.id, User.display_name)
-        .join(Institution, Institution.id == User.institution_id)
-        .where(
-            User.active.is_(True),
-            Institution.kind == InstitutionKind.LEAD_HOSPITAL,
-            User.roles.any(UserRole.role == Role.SPECIALIST),
-            User.centres.any(CentreMembership.centre == centre),
-        )
-        .order_by(User.display_name)
-    )
-    return Roster(
-        centre=centre,
-        items=[RosterEntry(id=row[0], display_name=row[1]) for row in rows],
-    )
+    return await consult_detail(call, consult, patient)
