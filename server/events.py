@@ -62,12 +62,44 @@ def streams_of(principal: Principal) -> list[str]:
     return streams
 
 
+#: Every event type there is; docs/events.md describes each (a test checks).
+EVENT_TYPES = frozenset(
+    {
+        "consult.submitted",
+        "consult.cancelled",
+        "consult.claimed",
+        "consult.released",
+        "consult.returned",
+        "consult.assigned",
+        "consult.escalated",
+        "consult.acknowledged",
+        "consult.overdue",
+        "consult.message",
+        "consult.attachment",
+        "report.signed",
+        "report.critical",
+        "critical.unacknowledged",
+        "referral.requested",
+        "referral.accepted",
+        "referral.declined",
+        "referral.cancelled",
+        "referral.completed",
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class PendingEvent:
     streams: tuple[str, ...]
     type: str
     consult_id: uuid.UUID | None
     payload: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {self.type!r}: add it to EVENT_TYPES and docs")
+        if not self.streams:
+            raise ValueError("an event needs at least one stream")
 
 
 def feed_clause(streams: list[str]) -> ColumnElement[bool]:

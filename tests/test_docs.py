@@ -7,6 +7,7 @@ import re
 import pytest
 
 from server.app import api_router
+from server.events import EVENT_TYPES, PendingEvent
 from server.seed import USERS
 from server.settings import VARIABLES
 from tests.services import ROOT
@@ -41,3 +42,18 @@ def test_readme_lists_every_demo_sign_in() -> None:
     readme = _read("README.md")
     for user in USERS:
         assert f"`{user.username}`" in readme, user.username
+
+
+@pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))
+def test_every_event_type_is_documented(event_type: str) -> None:
+    assert f"| `{event_type}` |" in _read("docs/events.md")
+
+
+def test_documented_event_types_exist() -> None:
+    documented = set(re.findall(r"^\| `([a-z]+\.[a-z_]+)` \|", _read("docs/events.md"), re.M))
+    assert documented == EVENT_TYPES
+
+
+def test_unknown_event_types_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown event type"):
+        PendingEvent(("user:x",), "consult.teleported", None)
