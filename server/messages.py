@@ -12,14 +12,14 @@ import uuid
 from typing import Annotated
 
 from pydantic import Field
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from server.audit import Entry
 from server.consults import event_payload, load_consult, requester_streams
 from server.events import centre_stream, institution_stream, user_stream
-from server.models import ConsultMessage, User
+from server.models import Attachment, ConsultMessage, User
 from server.policy import Action, can_work_on, centre_side, requester_side
-from server.problems import Forbidden
+from server.problems import Forbidden, ValidationFailed
 from server.routing import Call, RequestModel, ResponseModel, Router
 
 router = Router()
@@ -27,6 +27,8 @@ router = Router()
 
 class MessageBody(RequestModel):
     body: Annotated[str, Field(min_length=1, max_length=4000)]
+    #: Files already uploaded to this consult by the author, to show with the message.
+    attachment_ids: Annotated[list[uuid.UUID], Field(max_length=10)] = []
 
 
 class MessageOut(ResponseModel):
@@ -36,6 +38,7 @@ class MessageOut(ResponseModel):
     author_name: str
     body: str
     created_at: dt.datetime
+    attachment_ids: list[uuid.UUID] = []
 
 
 class MessageList(ResponseModel):
@@ -60,6 +63,14 @@ async def list_messages(call: Call[None, None]) -> MessageList:
             .order_by(ConsultMessage.created_at, ConsultMessage.id)
         )
     ).all()
+    files: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for aid, mid in await call.session.execute(
+        select(Attachment.id, Attachment.message_id).where(
+            Attachment.consult_id == consult.id, Attachment.message_id.is_not(None)
+        )
+    ):
+        if mid is not None:
+            files.setdefault(mid, []).append(aid)
     await call.audit(
         Entry(
             action="consult.messages",
@@ -77,6 +88,7 @@ async def list_messages(call: Call[None, None]) -> MessageList:
                 author_name=name,
                 body=m.body,
                 created_at=m.created_at,
+                attachment_ids=files.get(m.id, []),
             )
             for m, name in rows
         ]
@@ -105,6 +117,24 @@ async def post_message(call: Call[MessageBody, None]) -> MessageOut:
     )
     call.session.add(message)
     await call.session.flush()
+    wanted = set(call.body.attachment_ids)
+    if wanted:
+        result = await call.session.execute(
+            update(Attachment)
+            .where(
+                Attachment.id.in_(wanted),
+                Attachment.consult_id == consult.id,
+                Attachment.uploaded_by_user_id == p.user_id,
+                Attachment.message_id.is_(None),
+            )
+            .values(message_id=message.id)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != len(wanted):  # type: ignore[attr-defined]
+            raise ValidationFailed(
+                "attach only your own files of this consult, each to one message",
+                field="attachment_ids",
+            )
     await call.audit(
         Entry(
             action="consult.message",
@@ -134,4 +164,5 @@ async def post_message(call: Call[MessageBody, None]) -> MessageOut:
         author_name=p.display_name,
         body=message.body,
         created_at=message.created_at,
+        attachment_ids=sorted(wanted),
     )

@@ -50,3 +50,42 @@ async def test_outsiders_neither_read_nor_write(api: Api) -> None:
     ] == 422
     _, thread = await api.get(f"/api/v1/consults/{cid}/messages", "chengguan")
     assert thread["items"] == []
+
+
+async def test_a_message_carries_the_authors_files(api: Api) -> None:
+    cid = await _consult(api)
+
+    async def upload(user: str) -> str:
+        resp = await api.client.post(
+            f"/api/v1/consults/{cid}/attachments?filename=ecg.png",
+            data=b"\x89PNG fake",
+            headers={**await api.headers(user), "Content-Type": "image/png"},
+        )
+        assert resp.status == 201
+        return str((await resp.json())["id"])
+
+    mine = await upload("chengguan")
+    theirs = await upload("ecg")
+    status, problem = await api.post(
+        f"/api/v1/consults/{cid}/messages",
+        "chengguan",
+        json={"body": "见附图", "attachment_ids": [theirs]},
+    )
+    assert status == 422
+    assert problem["field"] == "attachment_ids"
+    status, message = await api.post(
+        f"/api/v1/consults/{cid}/messages",
+        "chengguan",
+        json={"body": "见附图", "attachment_ids": [mine]},
+    )
+    assert status == 201
+    assert message["attachment_ids"] == [mine]
+    # A file belongs to one message.
+    status, _ = await api.post(
+        f"/api/v1/consults/{cid}/messages",
+        "chengguan",
+        json={"body": "再发", "attachment_ids": [mine]},
+    )
+    assert status == 422
+    _, thread = await api.get(f"/api/v1/consults/{cid}/messages", "ecg")
+    assert [m["attachment_ids"] for m in thread["items"]] == [[mine]]
