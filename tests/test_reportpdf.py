@@ -17,7 +17,7 @@ import pytest
 
 from server.consultflow import Priority
 from server.models import Centre, Sex
-from server.reportpdf import Printable, load_fonts, render
+from server.printout import Printable, load_fonts, render
 from tests.helpers import Api
 
 IMAGING_FINDINGS = "右下肺见斑片状高密度影，边界模糊，心影大小形态正常。"
