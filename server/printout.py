@@ -4,29 +4,19 @@
 database, the national ID already masked) and returns the PDF's bytes. Nothing here knows about
 HTTP or the database: ``server.reportpdf`` gathers the data and serves the file.
 
-Chinese text is drawn with a CJK TrueType font from the system, embedded as a subset so that the
-file shows the same on any viewer and its text can be copied and searched. ReportLab reads
-TrueType outlines only: Noto Sans CJK (Debian's ``fonts-noto-cjk``) has PostScript (CFF) outlines
-and is refused today, so WenQuanYi Micro Hei (``fonts-wqy-microhei``) is what a Debian machine
-uses. Without any of them the PDF falls back to the built-in CID font ``STSong-Light``, which is
-not embedded (the viewer supplies a Song face). Nothing is fetched at run time.
+The fonts and their fallback chain are in ``server.pdffonts``; the :class:`Printable`, its labels
+and its times and ages are in ``server.printable``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
-import logging
 import re
-import threading
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from io import BytesIO
-from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_CENTER
@@ -34,8 +24,6 @@ from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.cidfonts import UnicodeCIDFont
-from reportlab.pdfbase.ttfonts import TTFError, TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
     Flowable,
@@ -48,226 +36,26 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from server.consultflow import Priority
-from server.models import Centre, Sex
-
-log = logging.getLogger(__name__)
-
-# -- fonts ----------------------------------------------------------------------------------
-
-#: CJK fonts tried in order: (file, face index in a collection). Noto Sans CJK SC is face 2 of
-#: the collection (JP, KR, SC, TC, HK, then the Mono faces); ReportLab refuses its CFF outlines
-#: today, and would use it the day it reads them. The paths are where Debian's packages put them
-#: (``fonts-noto-cjk``, ``fonts-wqy-microhei``, ``fonts-wqy-zenhei``, ``fonts-arphic-uming``,
-#: ``fonts-droid-fallback``).
-FONT_CANDIDATES: tuple[tuple[str, int], ...] = (
-    ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc", 2),
-    ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", 0),
-    ("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc", 0),
-    ("/usr/share/fonts/truetype/arphic/uming.ttc", 0),
-    ("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf", 0),
-)
-#: For the SHA-256: a fixed-width face (WenQuanYi Micro Hei Mono), else the standard Courier.
-MONO_CANDIDATES: tuple[tuple[str, int], ...] = (
-    ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", 1),
-)
-FALLBACK_CID_FONT = "STSong-Light"
-#: Plain equivalents of symbols that some CJK fonts map to an empty glyph.
-SUBSTITUTES = {"℃": "°C", "℉": "°F", "⁺": "+", "⁻": "-"}
-
-
-@dataclass(frozen=True, slots=True)
-class Fonts:
-    body: str  # registered ReportLab font names
-    mono: str
-    #: The body font is embedded in the PDF (a TrueType subset), not left to the viewer.
-    embedded: bool
-    source: str
-    #: ``str.translate`` table for characters the body font draws blank (WenQuanYi has no ℃).
-    substitutes: dict[int, str] = field(default_factory=dict)
-
-
-_fonts_lock = threading.Lock()
-_fonts_cache: dict[tuple[tuple[tuple[str, int], ...], ...], Fonts] = {}
-
-
-def load_fonts(
-    candidates: Sequence[tuple[str, int]] = FONT_CANDIDATES,
-    mono: Sequence[tuple[str, int]] = MONO_CANDIDATES,
-) -> Fonts:
-    """Register the first usable CJK font (once per process) and say which it is."""
-    key = (tuple(candidates), tuple(mono))
-    with _fonts_lock:
-        if key not in _fonts_cache:
-            _fonts_cache[key] = _register(candidates, mono)
-        return _fonts_cache[key]
-
-
-def _register_ttf(prefix: str, candidates: Iterable[tuple[str, int]]) -> tuple[TTFont, str] | None:
-    for path, index in candidates:
-        if not Path(path).is_file():
-            continue
-        try:
-            font = TTFont(f"{prefix}-{Path(path).stem}-{index}", path, subfontIndex=index)
-        except (TTFError, OSError) as exc:
-            log.debug("font %s#%d is not usable: %s", path, index, exc)
-            continue
-        pdfmetrics.registerFont(font)
-        return font, f"{path}#{index}"
-    return None
-
-
-def _draws(font: TTFont, char: str) -> bool:
-    """Whether the font has a glyph with an outline for ``char`` (not just a cmap entry)."""
-    face = font.face
-    glyph = face.charToGlyph.get(ord(char))
-    if glyph is None:
-        return False
-    return bool(face.glyphPos[glyph + 1] > face.glyphPos[glyph])
-
-
-def _register(candidates: Sequence[tuple[str, int]], mono: Sequence[tuple[str, int]]) -> Fonts:
-    body = _register_ttf("HuizhenCJK", candidates)
-    mono_font = _register_ttf("HuizhenMono", mono)
-    mono_name = mono_font[0].fontName if mono_font else "Courier"
-    if body is not None:
-        font, source = body
-        missing = {ord(k): v for k, v in SUBSTITUTES.items() if not _draws(font, k)}
-        return Fonts(
-            body=font.fontName, mono=mono_name, embedded=True, source=source, substitutes=missing
-        )
-    log.warning(
-        "no CJK TrueType font found; report PDFs use %s, which is not embedded "
-        "(install fonts-wqy-microhei)",
-        FALLBACK_CID_FONT,
-    )
-    pdfmetrics.registerFont(UnicodeCIDFont(FALLBACK_CID_FONT))
-    return Fonts(body=FALLBACK_CID_FONT, mono=mono_name, embedded=False, source=FALLBACK_CID_FONT)
-
-
-# -- what a printout shows ------------------------------------------------------------------
-
-
-def _china_tz() -> dt.tzinfo:
-    try:
-        return ZoneInfo("Asia/Shanghai")
-    except ZoneInfoNotFoundError:  # pragma: no cover - no tz database: China keeps UTC+8, no DST
-        return dt.timezone(dt.timedelta(hours=8), "CST")
-
-
-CHINA = _china_tz()
-
-
-@dataclass(frozen=True, slots=True)
-class Printable:
-    """Everything the PDF shows, read from the database before rendering (no full national ID:
-    the printout carries the masked form only)."""
-
-    hospital: str
-    centre: Centre
-    centre_zh: str
-    centre_en: str
-    consult_id: uuid.UUID
-    priority: Priority
-    question: str
-    clinical_summary: str
-    requester_institution: str
-    requester_doctor: str
-    escalated_to: str
-    submitted_at: dt.datetime | None
-    patient_name: str
-    patient_sex: Sex
-    birth_date: dt.date
-    national_id_masked: str
-    version: int
-    content: Mapping[str, Any]
-    critical: bool
-    signer: str
-    signer_institution: str
-    signed_at: dt.datetime
-    sha256: str
-
-    @property
-    def short_id(self) -> str:
-        return str(self.consult_id)[:8]
-
-    @property
-    def filename(self) -> str:
-        return f"report-{self.short_id}-v{self.version}.pdf"
-
-
-def age_on(birth: dt.date, on: dt.date) -> str:
-    """Age as a Chinese report prints it: years, or months, or days for an infant."""
-    years = on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
-    if years >= 1:
-        return f"{years}岁"
-    months = (on.year - birth.year) * 12 + on.month - birth.month - (on.day < birth.day)
-    if months >= 1:
-        return f"{months}个月"
-    return f"{max((on - birth).days, 0)}天"
-
-
-def local_time(moment: dt.datetime | None, *, seconds: bool = False) -> str:
-    if moment is None:
-        return "—"
-    return moment.astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
-
-
-# -- labels -----------------------------------------------------------------------------------
-
-TITLES = {
-    Centre.ECG: ("诊断报告", "report"),
-    Centre.IMAGING: ("诊断报告", "report"),
-    Centre.CONSULTATION: ("会诊报告", "consultation report"),
-    Centre.LAB: ("检验报告", "report"),
-    Centre.PATHOLOGY: ("诊断报告", "report"),
-}
-SEX = {Sex.MALE: "男", Sex.FEMALE: "女"}
-PRIORITY = {Priority.ROUTINE: "常规", Priority.URGENT: "加急", Priority.STAT: "紧急"}
-FLAGS = {
-    "normal": "",
-    "low": "↓ 偏低",
-    "high": "↑ 偏高",
-    "critical_low": "↓↓ 危急低值",
-    "critical_high": "↑↑ 危急高值",
-    "abnormal": "* 异常",
-}
-REFERRAL = {"none": "无需转诊", "up": "上转（转上级医院）", "down": "下转（转基层机构）"}
-QTC_FORMULAS = {
-    "bazett": "Bazett",
-    "fridericia": "Fridericia",
-    "framingham": "Framingham",
-    "hodges": "Hodges",
-}
-#: The ECG measurements table: key, Chinese label, unit.
-ECG_MEASUREMENTS = (
-    ("hr_bpm", "心率 HR", "次/分"),
-    ("pr_ms", "PR 间期", "ms"),
-    ("qrs_ms", "QRS 时限", "ms"),
-    ("qt_ms", "QT 间期", "ms"),
-    ("qtc_ms", "QTc", "ms"),
-    ("p_axis_deg", "P 电轴", "°"),
-    ("qrs_axis_deg", "QRS 电轴", "°"),
-    ("t_axis_deg", "T 电轴", "°"),
-)
-#: The lab results table: key, Chinese and English heading, width in mm. The flag comes last.
-LAB_COLUMNS = (
-    ("code", "代码", "Code", 20),
-    ("name", "项目", "Test", 48),
-    ("value", "结果", "Result", 26),
-    ("unit", "单位", "Unit", 22),
-    ("reference_range", "参考范围", "Reference", 34),
-    ("flag", "标志", "Flag", 24),
+from server.models import Centre
+from server.pdffonts import Fonts, load_fonts
+from server.printable import (
+    CHINA,
+    ECG_MEASUREMENTS,
+    FLAGS,
+    LAB_COLUMNS,
+    PRIORITY,
+    QTC_FORMULAS,
+    REFERRAL,
+    SECTIONS,
+    SEX,
+    TITLES,
+    Printable,
+    Section,
+    age_on,
+    local_time,
 )
 
-#: A free-text section of the report content: key, Chinese and English heading.
-Section = tuple[str, str, str]
-#: The sections most centres close with.
-CLOSING: tuple[Section, ...] = (
-    ("findings", "检查所见", "Findings"),
-    ("impression", "诊断意见", "Impression"),
-    ("recommendation", "建议", "Recommendation"),
-)
+# -- look -------------------------------------------------------------------------------------
 
 MUTED_HEX = "#616e7c"
 INK = colors.HexColor("#1f2933")
@@ -598,7 +386,7 @@ def _imaging(p: Printable, s: _Styles) -> list[Flowable]:
     return [
         Spacer(1, 3 * mm),
         _info_table(s, rows),
-        *_sections(s, c, [("technique", "检查方法", "Technique"), *CLOSING]),
+        *_sections(s, c, SECTIONS[p.centre]),
     ]
 
 
@@ -632,7 +420,7 @@ def _ecg(p: Printable, s: _Styles) -> list[Flowable]:
         out += [
             Paragraph(f"{n}. {_markup(s, x)}", s.body) for n, x in enumerate(statements, start=1)
         ]
-    return out + _sections(s, c, CLOSING)
+    return out + _sections(s, c, SECTIONS[p.centre])
 
 
 def _lab(p: Printable, s: _Styles) -> list[Flowable]:
@@ -663,43 +451,20 @@ def _lab(p: Printable, s: _Styles) -> list[Flowable]:
         widths = [mm * w for _, _, _, w in LAB_COLUMNS]
         extra.append(("LINEBELOW", (0, 1), (-1, -2), 0.25, RULE))
         out.append(_grid(s, rows, widths, header=True, extra=extra))
-    return out + _sections(s, c, CLOSING)
+    return out + _sections(s, c, SECTIONS[p.centre])
 
 
-def _consultation(p: Printable, s: _Styles) -> list[Flowable]:
-    return _sections(
-        s,
-        p.content,
-        (
-            ("findings", "会诊所见", "Findings"),
-            ("assessment", "病情评估", "Assessment"),
-            ("impression", "诊断意见", "Impression"),
-            ("plan", "处理方案", "Plan"),
-            ("recommendation", "建议", "Recommendation"),
-        ),
-    )
-
-
-def _pathology(p: Printable, s: _Styles) -> list[Flowable]:
-    return _sections(
-        s,
-        p.content,
-        (
-            ("specimen", "标本", "Specimen"),
-            ("gross", "大体所见", "Gross"),
-            ("microscopic", "镜下所见", "Microscopic"),
-            ("diagnosis", "病理诊断", "Diagnosis"),
-            *CLOSING,
-        ),
-    )
+def _free_text(p: Printable, s: _Styles) -> list[Flowable]:
+    """A report that is free text only (consultation, pathology): its sections."""
+    return _sections(s, p.content, SECTIONS[p.centre])
 
 
 BODIES: dict[Centre, Callable[[Printable, _Styles], list[Flowable]]] = {
     Centre.IMAGING: _imaging,
     Centre.ECG: _ecg,
     Centre.LAB: _lab,
-    Centre.CONSULTATION: _consultation,
-    Centre.PATHOLOGY: _pathology,
+    Centre.CONSULTATION: _free_text,
+    Centre.PATHOLOGY: _free_text,
 }
 
 

@@ -20,7 +20,8 @@ from server.directory import CENTRE_NAMES
 from server.identity import mask_national_id
 from server.models import CentreSite, Consult, Institution, Patient, Report, ReportState, User
 from server.policy import Action, can_work_on
-from server.printout import Printable, render
+from server.printable import Printable
+from server.printout import render
 from server.problems import Conflict, NotFound
 from server.routing import Call, Router
 

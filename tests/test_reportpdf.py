@@ -17,7 +17,9 @@ import pytest
 
 from server.consultflow import Priority
 from server.models import Centre, Sex
-from server.printout import Printable, load_fonts, render
+from server.pdffonts import load_fonts
+from server.printable import Printable
+from server.printout import render
 from tests.helpers import Api
 
 IMAGING_FINDINGS = "右下肺见斑片状高密度影，边界模糊，心影大小形态正常。"
