@@ -23,6 +23,7 @@ from server import (
     directory,
     feed,
     figures,
+    live,
     messages,
     patients,
     referrals,
@@ -174,6 +175,8 @@ def _template(request: web.Request) -> str:
 @web.middleware
 async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
+    if response.prepared:  # a websocket or a stream: its headers are gone already
+        return response
     headers = response.headers
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
@@ -260,5 +263,6 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/api/v1/openapi.json", openapi)
     router.install(app)
+    live.install(app)  # /socket.io/, before the web app's catch-all
     install_web(app, settings.effective_web_dir)
     return app

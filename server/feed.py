@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.events import feed_clause, streams_of
 from server.models import Event, EventCursor, utcnow
@@ -56,8 +57,34 @@ class AckResult(ResponseModel):
     acked_id: int
 
 
-async def _cursor(call: Call[Any, Any]) -> EventCursor | None:
-    return await call.session.get(EventCursor, call.principal.user_id)
+async def read_feed(
+    db: AsyncSession, streams: list[str], after: int, limit: int
+) -> tuple[list[Event], bool]:
+    """A page of a feed after an id; shared by HTTP and the realtime channel."""
+    rows = list(
+        await db.scalars(
+            select(Event)
+            .where(feed_clause(streams), Event.id > after)
+            .order_by(Event.id)
+            .limit(limit + 1)
+        )
+    )
+    return rows[:limit], len(rows) > limit
+
+
+async def acknowledge(db: AsyncSession, user_id: uuid.UUID, streams: list[str], up_to: int) -> int:
+    """Move a user's cursor to ``up_to`` (never back); it must be an event of their streams."""
+    mine = await db.scalar(select(func.count()).where(Event.id == up_to, Event.stream.in_(streams)))
+    if not mine:
+        raise NotFound("no such event in your feed")
+    cursor = await db.get(EventCursor, user_id)
+    if cursor is None:
+        cursor = EventCursor(user_id=user_id, acked_id=0)
+        db.add(cursor)
+    cursor.acked_id = max(cursor.acked_id, up_to)
+    cursor.updated_at = utcnow()
+    await db.flush()
+    return cursor.acked_id
 
 
 @router.route(
@@ -70,19 +97,10 @@ async def _cursor(call: Call[Any, Any]) -> EventCursor | None:
     response=EventPage,
 )
 async def list_events(call: Call[None, EventQuery]) -> EventPage:
-    cursor = await _cursor(call)
+    cursor = await call.session.get(EventCursor, call.principal.user_id)
     acked = cursor.acked_id if cursor else 0
     after = call.query.after if call.query.after is not None else acked
-    rows = list(
-        await call.session.scalars(
-            select(Event)
-            .where(feed_clause(streams_of(call.principal)), Event.id > after)
-            .order_by(Event.id)
-            .limit(call.query.limit + 1)
-        )
-    )
-    more = len(rows) > call.query.limit
-    rows = rows[: call.query.limit]
+    rows, more = await read_feed(call.session, streams_of(call.principal), after, call.query.limit)
     return EventPage(
         items=[EventOut.model_validate(r) for r in rows],
         acked_id=acked,
@@ -103,17 +121,6 @@ async def list_events(call: Call[None, EventQuery]) -> EventPage:
 )
 async def ack_events(call: Call[AckBody, None]) -> AckResult:
     """``up_to`` must be the id of an event in the caller's own streams."""
-    streams = streams_of(call.principal)
-    mine = await call.session.scalar(
-        select(func.count()).where(Event.id == call.body.up_to, Event.stream.in_(streams))
-    )
-    if not mine:
-        raise NotFound("no such event in your feed")
-    cursor = await _cursor(call)
-    if cursor is None:
-        cursor = EventCursor(user_id=call.principal.user_id, acked_id=0)
-        call.session.add(cursor)
-    cursor.acked_id = max(cursor.acked_id, call.body.up_to)
-    cursor.updated_at = utcnow()
-    await call.session.flush()
-    return AckResult(acked_id=cursor.acked_id)
+    p = call.principal
+    acked = await acknowledge(call.session, p.user_id, streams_of(p), call.body.up_to)
+    return AckResult(acked_id=acked)

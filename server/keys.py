@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -9,6 +11,8 @@ from server.blobs import BlobStore
 from server.metrics import Metrics
 from server.sessions import Authenticator, Passwords
 from server.settings import Settings
+from signalling.bus import Bus
+from signalling.realtime import Realtime
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -20,6 +24,10 @@ METRICS = web.AppKey("metrics", Metrics)
 OPENAPI = web.AppKey("openapi", bytes)
 BLOBS = web.AppKey("blobs", BlobStore)
 HEAD_REVISION = web.AppKey("head_revision", str)
+BUS = web.AppKey("bus", Bus)
+REALTIME = web.AppKey("realtime", Realtime)
+#: Called after a commit with the ids of the events it wrote (wakes the realtime channel).
+ANNOUNCE = web.AppKey[Callable[[Sequence[int]], Awaitable[None]]]("announce")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 CLIENT_ADDRESS = web.RequestKey("client_address", str)

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.audit import Actor, Entry, record
 from server.events import PendingEvent
 from server.events import write as write_events
-from server.keys import AUTHENTICATOR, CLIENT_ADDRESS, REQUEST_ID, SESSIONS
+from server.keys import ANNOUNCE, AUTHENTICATOR, CLIENT_ADDRESS, REQUEST_ID, SESSIONS
 from server.policy import Action, Principal, require
 from server.problems import (
     CSRFRejected,
@@ -269,7 +269,7 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
                     path=path,
                 )
                 result = await route.handler(call)
-                await write_events(session, call.pending_events)
+                event_ids = await write_events(session, call.pending_events)
                 await session.commit()
             except BaseException:
                 if call is not None and call.commit_on_error:
@@ -277,6 +277,8 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
                 else:
                     await session.rollback()
                 raise
+        if event_ids and ANNOUNCE in request.app:
+            await request.app[ANNOUNCE](event_ids)
         return _render(result, route)
 
     endpoint.__name__ = route.operation_id

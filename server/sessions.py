@@ -172,6 +172,11 @@ class Authenticator(Protocol):
     def csrf_valid(self, request: web.Request, principal: Principal) -> bool:
         """Whether a cookie-authenticated write carries the session's CSRF token."""
 
+    async def principal_for_token(
+        self, db: AsyncSession, token: str, *, via_cookie: bool = False
+    ) -> Principal:
+        """The caller a raw token names (the realtime channel has no HTTP request)."""
+
 
 class SessionAuth:
     """The router's authenticator: bearer token first, then the session cookie."""

@@ -29,7 +29,7 @@ from server import events
 from server.consultflow import OPEN_STATES, ConsultState
 from server.db import unit_of_work
 from server.events import PendingEvent
-from server.keys import SESSIONS, SETTINGS
+from server.keys import ANNOUNCE, SESSIONS, SETTINGS
 from server.models import Consult, ConsultTransition, Institution, InstitutionKind, utcnow
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 class Sweep:
     overdue: int
     critical_reminders: int
+    event_ids: tuple[int, ...] = ()
 
 
 async def sweep(
@@ -52,10 +53,10 @@ async def sweep(
         pending: list[PendingEvent] = []
         overdue = await _overdue(db, now, pending)
         reminders = await _critical(db, now, dt.timedelta(seconds=critical_ack_seconds), pending)
-        await events.write(db, pending)
+        ids = await events.write(db, pending)
     if overdue or reminders:
         log.info("watchdog: %d overdue, %d critical-value reminders", overdue, reminders)
-    return Sweep(overdue, reminders)
+    return Sweep(overdue, reminders, tuple(ids))
 
 
 async def _overdue(db: AsyncSession, now: dt.datetime, pending: list[PendingEvent]) -> int:
@@ -176,7 +177,11 @@ async def watchdog(app: web.Application) -> AsyncIterator[None]:
     async def loop() -> None:
         while True:
             try:
-                await sweep(app[SESSIONS], critical_ack_seconds=settings.critical_ack_seconds)
+                done = await sweep(
+                    app[SESSIONS], critical_ack_seconds=settings.critical_ack_seconds
+                )
+                if done.event_ids and ANNOUNCE in app:
+                    await app[ANNOUNCE](done.event_ids)
             except Exception:
                 log.exception("watchdog sweep failed; trying again next interval")
             await asyncio.sleep(settings.watch_interval_seconds)

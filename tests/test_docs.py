@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -10,6 +11,8 @@ from server.app import api_router
 from server.events import EVENT_TYPES, PendingEvent
 from server.seed import USERS
 from server.settings import VARIABLES
+from signalling.bus import LocalBus
+from signalling.realtime import Realtime
 from tests.services import ROOT
 
 
@@ -57,3 +60,15 @@ def test_documented_event_types_exist() -> None:
 def test_unknown_event_types_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown event type"):
         PendingEvent(("user:x",), "consult.teleported", None)
+
+
+def test_every_socket_message_is_documented() -> None:
+    async def never(*_: object) -> Any:
+        raise AssertionError("not called")
+
+    realtime = Realtime(authenticate=never, fetch=never, load=never, ack=never, bus=LocalBus())
+    handled = set(realtime.sio.handlers["/"]) - {"connect", "disconnect"}
+    assert handled == {"sync", "ack"}
+    doc = _read("docs/events.md")
+    for name in (*handled, "event"):  # the server emits "event"
+        assert f"| `{name}` |" in doc, name

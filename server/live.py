@@ -1,0 +1,118 @@
+"""Wiring the realtime channel (``signalling``) to this server: who a socket is, its feed, the bus.
+
+``signalling`` does not import ``server``; here the composition root hands it an authenticate
+callable, the feed queries and the bus, and announces events after each commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+
+from server.db import unit_of_work
+from server.events import streams_of
+from server.feed import EventOut, acknowledge, read_feed
+from server.keys import ANNOUNCE, AUTHENTICATOR, BUS, REALTIME, SESSIONS, SETTINGS
+from server.models import Event
+from server.problems import Problem
+from server.sessions import SESSION_COOKIE
+from signalling.bus import Bus, LocalBus, RedisBus
+from signalling.realtime import EventRow, Identity, Realtime, Refused
+
+log = logging.getLogger(__name__)
+
+
+def make_bus(redis_url: str | None) -> Bus:
+    return RedisBus(redis_url) if redis_url else LocalBus()
+
+
+def _cookie_token(header: str | None) -> str | None:
+    if not header:
+        return None
+    try:
+        jar = SimpleCookie(header)
+    except CookieError:
+        return None
+    morsel = jar.get(SESSION_COOKIE)
+    return morsel.value if morsel else None
+
+
+def make_realtime(app: web.Application, bus: Bus) -> Realtime:
+    async def authenticate(token: str | None, cookie_header: str | None) -> Identity:
+        token = token or _cookie_token(cookie_header)
+        if not token:
+            raise Refused("unauthenticated", "send auth={'token': ...} or the session cookie")
+        try:
+            async with unit_of_work(app[SESSIONS]) as db:
+                p = await app[AUTHENTICATOR].principal_for_token(db, token)
+        except Problem as problem:
+            raise Refused(problem.code, problem.detail or problem.title) from None
+        return Identity(user_id=p.user_id.hex, username=p.username, streams=tuple(streams_of(p)))
+
+    async def fetch(
+        identity: Identity, after: int, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        async with unit_of_work(app[SESSIONS]) as db:
+            rows, more = await read_feed(db, list(identity.streams), after, limit)
+        return [EventOut.model_validate(r).model_dump(mode="json") for r in rows], more
+
+    async def load(ids: Sequence[int]) -> list[EventRow]:
+        async with unit_of_work(app[SESSIONS]) as db:
+            rows = await db.scalars(select(Event).where(Event.id.in_(list(ids))))
+            return [
+                EventRow(
+                    id=r.id,
+                    key=r.key.hex,
+                    stream=r.stream,
+                    document=EventOut.model_validate(r).model_dump(mode="json"),
+                )
+                for r in rows
+            ]
+
+    async def ack(identity: Identity, up_to: int) -> int:
+        try:
+            async with unit_of_work(app[SESSIONS]) as db:
+                return await acknowledge(
+                    db, uuid.UUID(identity.user_id), list(identity.streams), up_to
+                )
+        except Problem as problem:
+            raise Refused(problem.code, problem.detail or problem.title) from None
+
+    return Realtime(authenticate=authenticate, fetch=fetch, load=load, ack=ack, bus=bus)
+
+
+def install(app: web.Application) -> None:
+    """Attach socket.io at ``/socket.io/`` (before the web app's catch-all route)."""
+    bus = make_bus(app[SETTINGS].redis_url)
+    realtime = make_realtime(app, bus)
+    app[BUS] = bus
+    app[REALTIME] = realtime
+
+    async def announce_here(event_ids: Sequence[int]) -> None:
+        await announce(app, event_ids)
+
+    app[ANNOUNCE] = announce_here
+    realtime.attach(app)
+    app.cleanup_ctx.append(_bus_lifetime)
+
+
+async def _bus_lifetime(app: web.Application) -> AsyncIterator[None]:
+    await app[BUS].start()
+    yield
+    await app[BUS].close()
+
+
+async def announce(app: web.Application, event_ids: Sequence[int]) -> None:
+    """After a commit. A failure here loses nothing: clients resync from the durable feed."""
+    if not event_ids or REALTIME not in app:
+        return
+    try:
+        await app[REALTIME].announce(event_ids)
+    except Exception:
+        log.warning("could not announce %d events; clients will catch up on sync", len(event_ids))

@@ -1,0 +1,198 @@
+"""The realtime channel: socket.io over aiohttp, pushing each user's durable feed.
+
+python-socketio has no connection-state recovery of its own; this is ours. A client connects
+with ``auth={"token": ...}`` (or the session cookie), then emits ``sync`` with the last event id it
+holds. The server replays everything after it from the durable feed, joins the client to its
+streams' rooms, replays once more what committed meanwhile, and answers ``{"last_id": N}``. From
+then on, events are pushed live as ``event`` messages. Ids only grow; a client ignores an id it
+has already seen (the second replay may overlap a live push). ``ack`` moves the user's cursor.
+
+This package does not import ``server``: the server hands it an authenticate callable, the feed
+queries and the bus.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import socketio
+from aiohttp import web
+
+from signalling.bus import Bus
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "events"
+REPLAY_PAGE = 200
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user_id: str
+    username: str
+    streams: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One stream's row of a logical event (``key``), with the client-facing document."""
+
+    id: int
+    key: str
+    stream: str
+    document: dict[str, Any] = field(default_factory=dict)
+
+
+class Refused(Exception):
+    """The server says no: authentication failed, or a request was not allowed."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+Authenticate = Callable[[str | None, str | None], Awaitable[Identity]]
+#: (identity, after, limit) → (events in feed order, more waiting)
+FetchFeed = Callable[[Identity, int, int], Awaitable[tuple[list[dict[str, Any]], bool]]]
+LoadEvents = Callable[[Sequence[int]], Awaitable[list[EventRow]]]
+AckFeed = Callable[[Identity, int], Awaitable[int]]
+
+
+class Realtime:
+    def __init__(
+        self,
+        *,
+        authenticate: Authenticate,
+        fetch: FetchFeed,
+        load: LoadEvents,
+        ack: AckFeed,
+        bus: Bus,
+    ) -> None:
+        self.authenticate = authenticate
+        self.fetch = fetch
+        self.load = load
+        self.ack_feed = ack
+        self.bus = bus
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp",
+            cors_allowed_origins=[],
+            max_http_buffer_size=MAX_MESSAGE_BYTES,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.sio.on("connect", self._connect)
+        self.sio.on("disconnect", self._disconnect)
+        self.sio.on("sync", self._sync)
+        self.sio.on("ack", self._ack)
+        bus.subscribe(EVENTS_CHANNEL, self._on_wake)
+        #: user id → connected sids on this node (presence)
+        self.online: dict[str, set[str]] = defaultdict(set)
+
+    def attach(self, app: web.Application) -> None:
+        self.sio.attach(app)
+
+    async def announce(self, event_ids: Sequence[int]) -> None:
+        """After a commit: wake every node to push these events to its clients."""
+        if event_ids:
+            await self.bus.publish(EVENTS_CHANNEL, {"ids": list(event_ids)})
+
+    # -- socket.io handlers -----------------------------------------------------------------
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if token is not None and not isinstance(token, str):
+            raise socketio.exceptions.ConnectionRefusedError(
+                {"code": "bad-request", "message": "token must be a string"}
+            )
+        try:
+            identity = await self.authenticate(token, environ.get("HTTP_COOKIE"))
+        except Refused as refused:
+            raise socketio.exceptions.ConnectionRefusedError(
+                {"code": refused.code, "message": refused.message}
+            ) from None
+        await self.sio.save_session(sid, {"identity": identity})
+        self.online[identity.user_id].add(sid)
+        log.info("realtime: user %s connected", identity.user_id)
+
+    async def _disconnect(self, sid: str, reason: Any = None) -> None:
+        session = await self.sio.get_session(sid)
+        identity: Identity | None = session.get("identity")
+        if identity is not None:
+            sids = self.online.get(identity.user_id)
+            if sids is not None:
+                sids.discard(sid)
+                if not sids:
+                    del self.online[identity.user_id]
+
+    async def _identity(self, sid: str) -> Identity:
+        session = await self.sio.get_session(sid)
+        identity: Identity = session["identity"]
+        return identity
+
+    async def _sync(self, sid: str, data: Any = None) -> dict[str, Any]:
+        after = data.get("after", 0) if isinstance(data, dict) else None
+        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**62:
+            return _error("bad-request", "sync takes {'after': <event id, 0 or more>}")
+        identity = await self._identity(sid)
+        after = await self._replay(sid, identity, after)
+        for stream in identity.streams:
+            await self.sio.enter_room(sid, stream)
+        # What committed between the last page and joining the rooms.
+        after = await self._replay(sid, identity, after)
+        return {"last_id": after}
+
+    async def _replay(self, sid: str, identity: Identity, after: int) -> int:
+        while True:
+            events, more = await self.fetch(identity, after, REPLAY_PAGE)
+            for event in events:
+                await self.sio.emit("event", event, to=sid)
+                after = max(after, int(event["id"]))
+            if not more:
+                return after
+
+    async def _ack(self, sid: str, data: Any = None) -> dict[str, Any]:
+        up_to = data.get("up_to") if isinstance(data, dict) else None
+        if not isinstance(up_to, int) or isinstance(up_to, bool) or not 1 <= up_to < 2**62:
+            return _error("bad-request", "ack takes {'up_to': <event id>}")
+        try:
+            acked = await self.ack_feed(await self._identity(sid), up_to)
+        except Refused as refused:
+            return _error(refused.code, refused.message)
+        return {"acked_id": acked}
+
+    # -- live push ------------------------------------------------------------------------------
+
+    async def _on_wake(self, message: dict[str, Any]) -> None:
+        ids = message.get("ids")
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            log.warning("realtime: ignored a malformed wake-up")
+            return
+        rows = await self.load(ids)
+        by_key: dict[str, list[EventRow]] = defaultdict(list)
+        for row in sorted(rows, key=lambda r: r.id):
+            by_key[row.key].append(row)
+        for group in by_key.values():
+            await self._push(group)
+
+    async def _push(self, rows: list[EventRow]) -> None:
+        """One logical event: each connected client once, with its own feed's id (the first row
+        of the event among that client's streams)."""
+        sent: set[str] = set()
+        for row in rows:
+            for sid, _ in list(self.sio.manager.get_participants("/", row.stream)):
+                if sid in sent:
+                    continue
+                sent.add(sid)
+                await self.sio.emit(
+                    "event", {**row.document, "id": row.id, "stream": row.stream}, to=sid
+                )
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
