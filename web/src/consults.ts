@@ -4,6 +4,7 @@
 import { api } from './api'
 import { institutionById } from './directory'
 import { i18n } from './i18n'
+import { rememberConsultNames, rememberName, rememberReportNames } from './people'
 import { hasRole, me } from './session'
 import type {
   CentreCode,
@@ -17,6 +18,7 @@ import type {
   ReportBrief,
   ReportContent,
   ReportDetail,
+  Roster,
   Worklist,
 } from './types'
 
@@ -65,43 +67,73 @@ export function listConsults(query: {
   limit?: number
   offset?: number
 }): Promise<ConsultList> {
-  return api.get<ConsultList>('/api/v1/consults', query)
+  return api.get<ConsultList>('/api/v1/consults', query).then((list) => {
+    list.items.forEach(rememberConsultNames)
+    return list
+  })
+}
+
+function named(detail: ConsultDetail): ConsultDetail {
+  rememberConsultNames(detail)
+  return detail
 }
 
 export function getConsult(id: string): Promise<ConsultDetail> {
-  return api.get<ConsultDetail>(`/api/v1/consults/${enc(id)}`)
+  return api.get<ConsultDetail>(`/api/v1/consults/${enc(id)}`).then(named)
 }
 
 export function createConsult(body: ConsultCreate): Promise<ConsultDetail> {
-  return api.post<ConsultDetail>('/api/v1/consults', body)
+  return api.post<ConsultDetail>('/api/v1/consults', body).then(named)
 }
 
 export function consultAction(id: string, action: ConsultAction, body: Record<string, unknown> = {}): Promise<ConsultDetail> {
-  return api.post<ConsultDetail>(`/api/v1/consults/${enc(id)}/${action}`, body)
+  return api.post<ConsultDetail>(`/api/v1/consults/${enc(id)}/${action}`, body).then(named)
 }
 
 export function getWorklist(centre: CentreCode): Promise<Worklist> {
-  return api.get<Worklist>(`/api/v1/centres/${enc(centre)}/worklist`)
+  return api.get<Worklist>(`/api/v1/centres/${enc(centre)}/worklist`).then((list) => {
+    list.items.forEach((item) => rememberConsultNames(item.consult))
+    return list
+  })
+}
+
+/** The active specialists of a centre (its staff), for the coordinator's reassignment. */
+export function getSpecialists(centre: CentreCode): Promise<Roster> {
+  return api.get<Roster>(`/api/v1/centres/${enc(centre)}/specialists`).then((roster) => {
+    for (const entry of roster.items) rememberName(entry.id, entry.display_name)
+    return roster
+  })
+}
+
+function reportNamed(report: ReportDetail): ReportDetail {
+  rememberReportNames(report)
+  report.history?.forEach(rememberReportNames)
+  return report
 }
 
 export function getReport(id: string): Promise<ReportDetail> {
-  return api.get<ReportDetail>(`/api/v1/reports/${enc(id)}`)
+  return api.get<ReportDetail>(`/api/v1/reports/${enc(id)}`).then(reportNamed)
 }
 
 export function createReport(consultId: string, content: ReportContent): Promise<ReportDetail> {
-  return api.post<ReportDetail>(`/api/v1/consults/${enc(consultId)}/reports`, { content })
+  return api.post<ReportDetail>(`/api/v1/consults/${enc(consultId)}/reports`, { content }).then(reportNamed)
 }
 
 export function saveReport(id: string, content: ReportContent): Promise<ReportDetail> {
-  return api.patch<ReportDetail>(`/api/v1/reports/${enc(id)}`, { content })
+  return api.patch<ReportDetail>(`/api/v1/reports/${enc(id)}`, { content }).then(reportNamed)
 }
 
 export function signReport(id: string): Promise<ReportDetail> {
-  return api.post<ReportDetail>(`/api/v1/reports/${enc(id)}/sign`)
+  return api.post<ReportDetail>(`/api/v1/reports/${enc(id)}/sign`).then(reportNamed)
 }
 
 export function amendReport(id: string): Promise<ReportDetail> {
-  return api.post<ReportDetail>(`/api/v1/reports/${enc(id)}/amend`)
+  return api.post<ReportDetail>(`/api/v1/reports/${enc(id)}/amend`).then(reportNamed)
+}
+
+/** The signed report as an A4 PDF (served inline: the browser's viewer prints or saves it). */
+export function reportPdfUrl(id: string): string {
+  return `/api/v1/reports/${enc(id)}/pdf`
 }
 
 /** The newest version of the report, whatever its state. */
@@ -152,17 +184,6 @@ export function claimedByMe(consult: Pick<ConsultOut, 'assignee_user_id'>): bool
 
 // -- display --------------------------------------------------------------------------------
 
-/**
- * A user the API names only by id. The signed-in user is named; others by a short id until
- * the API returns display names with consults (see the web README).
- */
-export function personLabel(id: string | null | undefined): string {
-  const t = i18n.global.t
-  if (!id) return t('people.system')
-  if (id === me.value?.id) return t('people.me', { name: me.value.display_name })
-  return t('people.user', { id: id.slice(0, 8) })
-}
-
 /** 5:07, 1:02:03, 2天 03:04:05 (absolute value; the caller says late or left). */
 export function formatDuration(totalSeconds: number): string {
   const t = i18n.global.t
@@ -190,4 +211,10 @@ export function secondsUntil(iso: string | null, now: number): number | null {
 
 export function consultEvent(type: string): boolean {
   return type.startsWith('consult.') || type.startsWith('report.') || type.startsWith('critical.')
+}
+
+/** The advice of a signed report, when it advises a referral. */
+export function referralAdvice(content: ReportContent | null | undefined): ReportContent['referral'] | null {
+  const r = content?.referral
+  return r && (r.direction === 'up' || r.direction === 'down') ? r : null
 }

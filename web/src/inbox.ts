@@ -2,7 +2,7 @@
 // acknowledged here, critical first. The menu shows how many wait.
 
 import { computed, ref } from 'vue'
-import { getConsult, latestSigned, listConsults } from './consults'
+import { listConsults } from './consults'
 import type { ConsultOut } from './types'
 
 export interface InboxItem {
@@ -16,19 +16,8 @@ export const inboxLoaded = ref(false)
 export const inboxCount = computed(() => inboxItems.value.length)
 export const inboxCritical = computed(() => inboxItems.value.filter((i) => i.critical).length)
 
-/** Critical flags by consult id, valid while the consult's version is unchanged. */
-const criticalCache = new Map<string, { version: number; critical: boolean }>()
 let loading: Promise<void> | null = null
 let again = false
-
-async function criticalOf(consult: ConsultOut): Promise<boolean> {
-  const cached = criticalCache.get(consult.id)
-  if (cached && cached.version === consult.version) return cached.critical
-  const detail = await getConsult(consult.id)
-  const critical = latestSigned(detail.reports)?.critical ?? false
-  criticalCache.set(consult.id, { version: detail.version, critical })
-  return critical
-}
 
 function byUrgency(a: InboxItem, b: InboxItem): number {
   if (a.critical !== b.critical) return a.critical ? -1 : 1
@@ -37,8 +26,8 @@ function byUrgency(a: InboxItem, b: InboxItem): number {
 
 async function load(): Promise<void> {
   const list = await listConsults({ state: 'reported', limit: 200 })
-  const items = await Promise.all(list.items.map(async (consult) => ({ consult, critical: await criticalOf(consult) })))
-  inboxItems.value = items.sort(byUrgency)
+  // critical_pending: the latest signed report holds a critical value not yet acknowledged.
+  inboxItems.value = list.items.map((consult) => ({ consult, critical: consult.critical_pending })).sort(byUrgency)
   inboxLoaded.value = true
 }
 
@@ -63,5 +52,4 @@ export function refreshInbox(): Promise<void> {
 export function clearInbox(): void {
   inboxItems.value = []
   inboxLoaded.value = false
-  criticalCache.clear()
 }

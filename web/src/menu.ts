@@ -4,15 +4,18 @@ import {
   Bell,
   ChatDotSquare,
   CirclePlus,
+  DataAnalysis,
   Document,
   House,
   List,
   Lock,
   OfficeBuilding,
+  Position,
   Tickets,
   UserFilled,
 } from '@element-plus/icons-vue'
 import { inboxCount } from './inbox'
+import { incomingRequested } from './referrals'
 import { can, hasRole, me } from './session'
 import type { Permission } from './types'
 
@@ -44,6 +47,8 @@ const ITEMS: MenuItem[] = [
     when: () => hasRole('grassroots_doctor') || onCentreSide(),
   },
   { name: 'inbox', path: '/inbox', label: 'nav.inbox', icon: Bell, permission: 'consult.request', badge: () => inboxCount.value },
+  { name: 'referrals', path: '/referrals', label: 'nav.referrals', icon: Position, permission: 'referral', badge: () => incomingRequested.value },
+  { name: 'dashboard', path: '/dashboard', label: 'nav.dashboard', icon: DataAnalysis, permission: 'figures.read' },
   { name: 'patients', path: '/patients', label: 'nav.patients', icon: Tickets, permission: 'patient.read' },
   { name: 'audit', path: '/audit', label: 'nav.audit', icon: Document, permission: 'audit.read' },
   { name: 'users', path: '/users', label: 'nav.users', icon: UserFilled, permission: 'user.read' },

@@ -70,6 +70,19 @@ export const router = createRouter({
           meta: { title: 'nav.worklist', permission: 'consult.read' },
         },
         {
+          path: 'referrals',
+          name: 'referrals',
+          component: () => import('./views/ReferralsView.vue'),
+          meta: { title: 'nav.referrals', permission: 'referral' },
+        },
+        {
+          // Lazy: ECharts is loaded with this page only.
+          path: 'dashboard',
+          name: 'dashboard',
+          component: () => import('./views/DashboardView.vue'),
+          meta: { title: 'nav.dashboard', permission: 'figures.read' },
+        },
+        {
           path: 'directory',
           name: 'directory',
           component: () => import('./views/DirectoryView.vue'),

@@ -22,6 +22,8 @@ export type Permission =
   | 'consult.read'
   | 'consult.work'
   | 'consult.coordinate'
+  | 'figures.read'
+  | 'referral'
 
 export type CentreCode = 'ecg' | 'imaging' | 'consultation' | 'lab' | 'pathology'
 
@@ -189,9 +191,13 @@ export interface ConsultOut {
   clinical_summary: string
   preferred_video_at: string | null
   requester_user_id: string
+  requester_name: string
   requester_institution_id: string
   assignee_user_id: string | null
+  assignee_name: string | null
   escalated_to_institution_id: string | null
+  /** A signed critical value (危急值) not yet acknowledged by the station. */
+  critical_pending: boolean
   created_at: string
   submitted_at: string | null
   claimed_at: string | null
@@ -206,6 +212,7 @@ export interface TransitionOut {
   from_state: ConsultState | null
   to_state: ConsultState
   actor_user_id: string | null
+  actor_name: string | null
   at: string
   note: string
   detail: Record<string, unknown>
@@ -343,9 +350,11 @@ export interface ReportOut {
   content: ReportContent
   critical: boolean
   author_user_id: string
+  author_name: string
   created_at: string
   updated_at: string
   signed_by_user_id: string | null
+  signer_name: string | null
   signed_at: string | null
   sha256: string | null
 }
@@ -370,6 +379,13 @@ export type EventType =
   | 'report.signed'
   | 'report.critical'
   | 'critical.unacknowledged'
+  | 'consult.message'
+  | 'consult.attachment'
+  | 'referral.requested'
+  | 'referral.accepted'
+  | 'referral.declined'
+  | 'referral.cancelled'
+  | 'referral.completed'
 
 export interface FeedEvent {
   id: number
@@ -386,4 +402,115 @@ export interface EventPage {
   acked_id: number
   next_after: number
   more: boolean
+}
+
+// -- collaboration: roster, messages, attachments ------------------------------------------
+
+export interface RosterEntry {
+  id: string
+  display_name: string
+}
+
+export interface Roster {
+  centre: CentreCode
+  items: RosterEntry[]
+}
+
+export interface Message {
+  id: string
+  consult_id: string
+  author_user_id: string
+  author_name: string
+  body: string
+  created_at: string
+  /** Files the author attached to the consult and sent with this message. */
+  attachment_ids: string[]
+}
+
+export type AttachmentKind = 'file' | 'photo' | 'document'
+
+export interface Attachment {
+  id: string
+  consult_id: string
+  kind: AttachmentKind | string
+  filename: string
+  content_type: string
+  size: number
+  sha256: string
+  uploaded_by_user_id: string
+  created_at: string
+}
+
+// -- two-way referral (双向转诊) -------------------------------------------------------------
+
+export type ReferralState = 'requested' | 'accepted' | 'declined' | 'cancelled' | 'completed'
+export type ReferralStepAction = 'accept' | 'decline' | 'cancel' | 'complete'
+
+export interface ReferralCreate {
+  direction: 'up' | 'down'
+  to_institution_id: string
+  reason: string
+  green_channel: boolean
+}
+
+export interface ReferralOut {
+  id: string
+  consult_id: string
+  patient_id: string
+  direction: 'up' | 'down' | string
+  green_channel: boolean
+  from_institution_id: string
+  to_institution_id: string
+  state: ReferralState
+  reason: string
+  created_by_user_id: string
+  created_at: string
+  version: number
+}
+
+export interface ReferralStep {
+  action: string
+  from_state: ReferralState | null
+  to_state: ReferralState
+  actor_user_id: string
+  at: string
+  note: string
+}
+
+export interface ReferralDetail extends ReferralOut {
+  timeline: ReferralStep[]
+}
+
+// -- supervision (综合监管) -----------------------------------------------------------------
+
+export interface Turnaround {
+  reported: number
+  p50_minutes: number | null
+  p90_minutes: number | null
+  /** Share (0–1) of reported consults answered within their target. */
+  within_target: number | null
+}
+
+export interface FigureGroup {
+  /** A centre code (by_centre) or an institution id (by_institution). */
+  key: string
+  submitted: number
+  by_day: Record<string, number>
+  by_priority: Partial<Record<Priority, number>>
+  turnaround: Turnaround
+  open: number
+  overdue_open: number
+  flagged_overdue: number
+  critical: number
+  critical_ack_p50_minutes: number | null
+  critical_ack_p90_minutes: number | null
+  critical_unacknowledged: number
+}
+
+export interface Figures {
+  since: string
+  until: string
+  targets_minutes: Partial<Record<CentreCode, Partial<Record<Priority, number>>>>
+  by_centre: FigureGroup[]
+  by_institution: FigureGroup[]
 }

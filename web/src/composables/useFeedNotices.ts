@@ -1,6 +1,7 @@
 // Pop-up notices for news from the feed: a report arriving at the station (a critical one
 // stays until closed), a consult returned for more information, a new request on a centre's
-// worklist, a case assigned to me. The backlog read at start-up is not news.
+// worklist, a case assigned to me, a message or a file from the other side, a referral asked
+// of us or answered. The backlog read at start-up is not news.
 
 import { onBeforeUnmount } from 'vue'
 import { useI18n } from 'vue-i18n'
@@ -8,7 +9,7 @@ import { useRouter } from 'vue-router'
 import { ElNotification } from 'element-plus'
 import 'element-plus/es/components/notification/style/css'
 import { onFeed } from '../feed'
-import { me } from '../session'
+import { can, me } from '../session'
 import type { FeedEvent } from '../types'
 
 const SHOWN_PER_POLL = 3
@@ -34,9 +35,23 @@ export function useFeedNotices(): void {
     title: string
     message: string
     duration?: number
+    /** Where a click leads (default: the consult). */
+    to?: 'referrals'
+  }
+
+  function green(event: FeedEvent): string {
+    return event.payload.green_channel === true ? t('feed.greenChannel') : ''
+  }
+
+  function direction(event: FeedEvent): string {
+    const d = event.payload.direction
+    return d === 'up' || d === 'down' ? t(`report.referral.${d}`) : ''
   }
 
   function notice(event: FeedEvent): Notice | null {
+    // A supervisor's feed may carry events of the institution (a referral to the lead
+    // hospital) that are not theirs to act on: only news one can open is shown.
+    if (event.type.startsWith('referral.') ? !can('referral') : !can('consult.read')) return null
     const centre = centreName(event)
     switch (event.type) {
       case 'report.critical':
@@ -62,9 +77,38 @@ export function useFeedNotices(): void {
         return event.payload.assignee_id === me.value?.id
           ? { type: 'info', title: t('feed.assignedTitle'), message: t('feed.assigned', { centre }) }
           : null
+      case 'consult.message':
+        return { type: 'info', title: t('feed.messageTitle'), message: t('feed.message', { centre }) }
+      case 'consult.attachment':
+        return { type: 'info', title: t('feed.attachmentTitle'), message: t('feed.attachment', { centre }) }
+      case 'referral.requested':
+        return {
+          type: event.payload.green_channel === true ? 'error' : 'warning',
+          title: t('feed.referralRequestedTitle'),
+          message: t('feed.referralRequested', { direction: direction(event), green: green(event) }),
+          duration: event.payload.green_channel === true ? 0 : 8000,
+          to: 'referrals',
+        }
+      case 'referral.accepted':
+      case 'referral.declined':
+      case 'referral.completed':
+      case 'referral.cancelled': {
+        const state = event.type.slice('referral.'.length) as 'accepted' | 'declined' | 'completed' | 'cancelled'
+        return {
+          type: state === 'declined' || state === 'cancelled' ? 'warning' : 'success',
+          title: t('feed.referralChangedTitle'),
+          message: t('feed.referralChanged', { direction: direction(event), state: t(`referrals.states.${state}`) }),
+          to: 'referrals',
+        }
+      }
       default:
         return null
     }
+  }
+
+  function onConsultPage(id: string | null): boolean {
+    const route = router.currentRoute.value
+    return !!id && route.name === 'consult' && route.params.id === id
   }
 
   const off = onFeed(({ events, initial }) => {
@@ -73,19 +117,29 @@ export function useFeedNotices(): void {
     const seen = new Set<string>()
     let shown = 0
     for (const event of events) {
-      const key = `${event.type}:${event.consult_id ?? ''}:${String(event.payload.version ?? '')}`
+      const p = event.payload
+      const key = `${event.type}:${event.consult_id ?? ''}:${String(p.version ?? '')}:${String(p.referral_id ?? p.message_id ?? p.attachment_id ?? '')}`
       if (seen.has(key)) continue
       seen.add(key)
       const options = notice(event)
       if (!options || shown >= SHOWN_PER_POLL) continue
+      // A message or file for the consult on screen shows up in its panel already.
+      if ((event.type === 'consult.message' || event.type === 'consult.attachment') && onConsultPage(event.consult_id)) continue
       shown += 1
       const id = event.consult_id
+      const { to, ...display } = options
+      const onClick =
+        to === 'referrals'
+          ? () => void router.push({ name: 'referrals' })
+          : id
+            ? () => void router.push({ name: 'consult', params: { id } })
+            : undefined
       ElNotification({
         position: 'bottom-right',
         duration: 8000,
-        ...options,
+        ...display,
         customClass: 'feed-notice',
-        onClick: id ? () => void router.push({ name: 'consult', params: { id } }) : undefined,
+        onClick,
       })
     }
   })
