@@ -1,0 +1,127 @@
+"""Two server processes sharing PostgreSQL and Redis: a station connected to node A hears what
+a specialist does through node B, live, and nothing is lost if it reconnects to node B."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import socketio
+
+from tests.conftest import SECRET
+from tests.services import HuizhenProcess, Redis
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[Redis]:
+    server = Redis().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Node:
+    def __init__(self, process: HuizhenProcess, http: aiohttp.ClientSession) -> None:
+        self.url = process.url
+        self.http = http
+
+    async def call(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+        async with self.http.request(
+            method, self.url + path, json=body, headers={"Authorization": f"Bearer {token}"}
+        ) as resp:
+            return resp.status, await resp.json()
+
+    async def login(self, username: str) -> str:
+        async with self.http.post(
+            self.url + "/api/v1/auth/login", json={"username": username, "password": "huizhen-demo"}
+        ) as resp:
+            assert resp.status == 200
+            return str((await resp.json())["token"])
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_events_cross_nodes_through_redis(
+    tmp_path: Path, database_url: str, redis_server: Redis
+) -> None:
+    env = {
+        "HUIZHEN_DATABASE_URL": database_url,
+        "HUIZHEN_REDIS_URL": redis_server.url,
+        "HUIZHEN_SECRET_KEY": SECRET,
+        "HUIZHEN_LOG_LEVEL": "WARNING",
+    }
+    a = HuizhenProcess(env={**env, "HUIZHEN_DATA_DIR": str(tmp_path / "a")})
+    b = HuizhenProcess(
+        env={**env, "HUIZHEN_DATA_DIR": str(tmp_path / "b"), "HUIZHEN_MIGRATE_ON_START": "false"}
+    )
+    a.start()
+    b.start()
+    received: list[dict[str, Any]] = []
+    arrived = asyncio.Event()
+
+    async def on_event(event: dict[str, Any]) -> None:
+        received.append(event)
+        arrived.set()
+
+    sio = socketio.AsyncClient(reconnection=False)
+    sio.on("event", on_event)
+    try:
+        async with aiohttp.ClientSession() as http:
+            node_a, node_b = Node(a, http), Node(b, http)
+            doctor = await node_a.login("chengguan")
+            radiology = await node_b.login("radiology")
+            await sio.connect(
+                a.url, auth={"token": doctor}, transports=["websocket"], wait_timeout=10
+            )
+            last = (await sio.call("sync", {"after": 0}, timeout=10))["last_id"]
+
+            _, found = await node_a.call("GET", "/api/v1/patients?name=张桂兰", doctor)
+            status, consult = await node_a.call(
+                "POST",
+                "/api/v1/consults",
+                doctor,
+                {"patient_id": found["items"][0]["id"], "centre": "imaging", "question": "胸片"},
+            )
+            assert status == 201
+            cid = consult["id"]
+            # The specialist works on node B; the doctor's socket is on node A.
+            assert (await node_b.call("POST", f"/api/v1/consults/{cid}/claim", radiology, {}))[
+                0
+            ] == 200
+            async with asyncio.timeout(10):
+                while not any(e["type"] == "consult.claimed" for e in received):
+                    arrived.clear()
+                    await arrived.wait()
+
+            # The station drops, the report is signed meanwhile, it comes back on node B.
+            await sio.disconnect()
+            _, draft = await node_b.call(
+                "POST",
+                f"/api/v1/consults/{cid}/reports",
+                radiology,
+                {"content": {"kind": "imaging"}},
+            )
+            assert (await node_b.call("POST", f"/api/v1/reports/{draft['id']}/sign", radiology))[
+                0
+            ] == 200
+            received.clear()
+            sio2 = socketio.AsyncClient(reconnection=False)
+            sio2.on("event", on_event)
+            await sio2.connect(
+                b.url, auth={"token": doctor}, transports=["websocket"], wait_timeout=10
+            )
+            await sio2.call("sync", {"after": last}, timeout=10)
+            assert [e["type"] for e in received if e["consult_id"] == cid] == [
+                "consult.claimed",
+                "report.signed",
+            ]
+            await sio2.disconnect()
+    finally:
+        if sio.connected:
+            await sio.disconnect()
+        a.stop()
+        b.stop()
