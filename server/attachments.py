@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from server.audit import Entry
 from server.consultflow import FINAL_STATES
-from server.consults import event_payload, load_consult, requester_streams
+from server.consults import display_names, event_payload, load_consult, requester_streams
 from server.events import centre_stream, user_stream
 from server.keys import BLOBS, SETTINGS
 from server.models import Attachment, Consult
@@ -60,6 +60,8 @@ class AttachmentOut(ResponseModel):
     size: int
     sha256: str
     uploaded_by_user_id: uuid.UUID
+    uploaded_by_name: str = ""
+    message_id: uuid.UUID | None
     created_at: dt.datetime
 
 
@@ -140,7 +142,9 @@ async def upload(call: Call[None, UploadQuery]) -> AttachmentOut:
         consult_id=consult.id,
         payload=event_payload(consult, attachment_id=str(attachment.id)),
     )
-    return AttachmentOut.model_validate(attachment)
+    out = AttachmentOut.model_validate(attachment)
+    out.uploaded_by_name = call.principal.display_name
+    return out
 
 
 @router.route(
@@ -158,7 +162,14 @@ async def list_attachments(call: Call[None, None]) -> AttachmentList:
         .where(Attachment.consult_id == consult.id)
         .order_by(Attachment.created_at, Attachment.id)
     )
-    return AttachmentList(items=[AttachmentOut.model_validate(a) for a in rows])
+    files = list(rows)
+    names = await display_names(call.session, [a.uploaded_by_user_id for a in files])
+    items = []
+    for a in files:
+        out = AttachmentOut.model_validate(a)
+        out.uploaded_by_name = names.get(a.uploaded_by_user_id, "")
+        items.append(out)
+    return AttachmentList(items=items)
 
 
 @router.route(

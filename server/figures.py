@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 import uuid
+import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -16,6 +17,7 @@ from sqlalchemy import select
 
 from server.audit import Entry
 from server.consultflow import OPEN_STATES, Priority
+from server.keys import SETTINGS
 from server.models import Centre, Consult, Report, ReportState, TurnaroundTarget, utcnow
 from server.policy import Action
 from server.problems import ValidationFailed
@@ -57,6 +59,8 @@ class Group(ResponseModel):
 class Figures(ResponseModel):
     since: dt.datetime
     until: dt.datetime
+    #: Days in ``by_day`` are calendar days in this time zone (``HUIZHEN_TIMEZONE``).
+    timezone: str
     targets_minutes: dict[str, dict[str, int]]
     by_centre: list[Group]
     by_institution: list[Group]
@@ -80,6 +84,7 @@ def _group(
     targets: dict[tuple[Centre, Priority], int],
     critical_ids: set[uuid.UUID],
     now: dt.datetime,
+    tz: zoneinfo.ZoneInfo,
 ) -> Group:
     by_day: dict[str, int] = defaultdict(int)
     by_priority: dict[str, int] = defaultdict(int)
@@ -88,7 +93,7 @@ def _group(
     ack: list[float] = []
     for c in consults:
         assert c.submitted_at is not None
-        by_day[c.submitted_at.date().isoformat()] += 1
+        by_day[c.submitted_at.astimezone(tz).date().isoformat()] += 1
         by_priority[c.priority.value] += 1
         if c.reported_at is not None:
             minutes = (c.reported_at - c.submitted_at).total_seconds() / 60
@@ -124,11 +129,12 @@ def _groups(
     targets: dict[tuple[Centre, Priority], int],
     critical_ids: set[uuid.UUID],
     now: dt.datetime,
+    tz: zoneinfo.ZoneInfo,
 ) -> list[Group]:
     buckets: dict[str, list[Consult]] = defaultdict(list)
     for c in consults:
         buckets[str(getattr(c, key).value if key == "centre" else getattr(c, key))].append(c)
-    return [_group(k, v, targets, critical_ids, now) for k, v in sorted(buckets.items())]
+    return [_group(k, v, targets, critical_ids, now, tz) for k, v in sorted(buckets.items())]
 
 
 @router.route(
@@ -142,6 +148,7 @@ def _groups(
 )
 async def figures(call: Call[None, FiguresQuery]) -> Figures:
     now = utcnow()
+    tz = zoneinfo.ZoneInfo(call.app[SETTINGS].timezone)
     until = _aware(call.query.until) if call.query.until else now
     since = _aware(call.query.since) if call.query.since else until - dt.timedelta(days=30)
     if since >= until:
@@ -174,6 +181,9 @@ async def figures(call: Call[None, FiguresQuery]) -> Figures:
         since=since,
         until=until,
         targets_minutes=dict(table),
-        by_centre=_groups(consults, "centre", targets, critical_ids, now),
-        by_institution=_groups(consults, "requester_institution_id", targets, critical_ids, now),
+        timezone=tz.key,
+        by_centre=_groups(consults, "centre", targets, critical_ids, now, tz),
+        by_institution=_groups(
+            consults, "requester_institution_id", targets, critical_ids, now, tz
+        ),
     )

@@ -22,11 +22,12 @@ from sqlalchemy import ColumnElement, false, or_, select, update
 
 from server.audit import Entry
 from server.consultflow import ReferralAction, ReferralState, advance_referral
-from server.consults import load_consult
+from server.consults import PatientBrief, display_names, load_consult
 from server.events import institution_stream, user_stream
 from server.models import (
     Institution,
     InstitutionKind,
+    Patient,
     PatientLink,
     Referral,
     ReferralTransition,
@@ -61,6 +62,7 @@ class ReferralStep(ResponseModel):
     from_state: str | None
     to_state: str
     actor_user_id: uuid.UUID
+    actor_name: str = ""
     at: dt.datetime
     note: str
 
@@ -69,6 +71,8 @@ class ReferralOut(ResponseModel):
     id: uuid.UUID
     consult_id: uuid.UUID
     patient_id: uuid.UUID
+    #: Who is coming: the receiving institution needs it to prepare, before it sees the consult.
+    patient: PatientBrief
     direction: str
     green_channel: bool
     from_institution_id: uuid.UUID
@@ -76,6 +80,7 @@ class ReferralOut(ResponseModel):
     state: ReferralState
     reason: str
     created_by_user_id: uuid.UUID
+    created_by_name: str
     created_at: dt.datetime
     version: int
 
@@ -141,16 +146,58 @@ def _visible_clause(principal: Principal) -> ColumnElement[bool]:
 # -- helpers --------------------------------------------------------------------------------
 
 
+async def _outs(call: Call[Any, Any], referrals: list[Referral]) -> list[ReferralOut]:
+    patients = {
+        p.id: p
+        for p in await call.session.scalars(
+            select(Patient).where(Patient.id.in_({r.patient_id for r in referrals}))
+        )
+    }
+    names = await display_names(call.session, [r.created_by_user_id for r in referrals])
+    return [
+        ReferralOut.model_validate(
+            {
+                **{c: getattr(r, c) for c in _COLUMNS},
+                "patient": PatientBrief.model_validate(patients[r.patient_id]),
+                "created_by_name": names.get(r.created_by_user_id, ""),
+            }
+        )
+        for r in referrals
+    ]
+
+
+_COLUMNS = (
+    "id",
+    "consult_id",
+    "patient_id",
+    "direction",
+    "green_channel",
+    "from_institution_id",
+    "to_institution_id",
+    "state",
+    "reason",
+    "created_by_user_id",
+    "created_at",
+    "version",
+)
+
+
 async def _detail(call: Call[Any, Any], referral: Referral) -> ReferralDetail:
-    steps = await call.session.scalars(
-        select(ReferralTransition)
-        .where(ReferralTransition.referral_id == referral.id)
-        .order_by(ReferralTransition.id)
+    steps = list(
+        await call.session.scalars(
+            select(ReferralTransition)
+            .where(ReferralTransition.referral_id == referral.id)
+            .order_by(ReferralTransition.id)
+        )
     )
-    return ReferralDetail(
-        **ReferralOut.model_validate(referral).model_dump(),
-        timeline=[ReferralStep.model_validate(s) for s in steps],
-    )
+    names = await display_names(call.session, [s.actor_user_id for s in steps])
+    timeline = []
+    for step in steps:
+        out = ReferralStep.model_validate(step)
+        out.actor_name = names.get(step.actor_user_id, "")
+        timeline.append(out)
+    (head,) = await _outs(call, [referral])
+    return ReferralDetail(**head.model_dump(), timeline=timeline)
 
 
 async def _load(call: Call[Any, Any], referral_id: uuid.UUID) -> Referral:
@@ -234,6 +281,17 @@ async def open_referral(call: Call[ReferralCreate, None]) -> ReferralDetail:
     target = await _check_target(
         call, body.direction, origin, await call.session.get(Institution, body.to_institution_id)
     )
+    active = await call.session.scalar(
+        select(Referral.id).where(
+            Referral.consult_id == consult.id,
+            Referral.direction == body.direction,
+            Referral.state.in_([ReferralState.REQUESTED, ReferralState.ACCEPTED]),
+        )
+    )
+    if active is not None:
+        raise Conflict(
+            f"this consult already has an open referral {body.direction}", referral_id=str(active)
+        )
     referral = Referral(
         id=uuid.uuid4(),
         consult_id=consult.id,
@@ -304,7 +362,7 @@ async def list_referrals(call: Call[None, ReferralQuery]) -> ReferralList:
         )
         for r in rows
     )
-    return ReferralList(items=[ReferralOut.model_validate(r) for r in rows])
+    return ReferralList(items=await _outs(call, rows))
 
 
 @router.route(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,8 @@ class Settings:
     migrate_on_start: bool = True
     #: Number of database connections per process (PostgreSQL).
     db_pool_size: int = 10
+    #: The consortium's time zone: days in figures are counted in it.
+    timezone: str = "Asia/Shanghai"
     #: A critical value must be acknowledged within this time, or it repeats and escalates.
     critical_ack_seconds: int = 600
     #: How often the watchdog looks for overdue cases and unacknowledged critical values.
@@ -136,6 +139,7 @@ class Settings:
             web_dir=reader.get("WEB_DIR", str, defaults.web_dir),
             migrate_on_start=reader.get("MIGRATE_ON_START", _bool, defaults.migrate_on_start),
             db_pool_size=reader.get("DB_POOL_SIZE", _positive_int, defaults.db_pool_size),
+            timezone=reader.get("TIMEZONE", _timezone, defaults.timezone),
             critical_ack_seconds=reader.get(
                 "CRITICAL_ACK_SECONDS", _positive_int, defaults.critical_ack_seconds
             ),
@@ -177,6 +181,7 @@ VARIABLES: tuple[str, ...] = (
     "MIGRATE_ON_START",
     "DB_POOL_SIZE",
     "TRUSTED_PROXIES",
+    "TIMEZONE",
     "CRITICAL_ACK_SECONDS",
     "WATCH_INTERVAL_SECONDS",
 )
@@ -253,6 +258,14 @@ def _log_level(raw: str) -> str:
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
     return level
+
+
+def _timezone(raw: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(raw)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{raw!r} is not an IANA time zone such as Asia/Shanghai") from None
+    return raw
 
 
 def _url_list(raw: str) -> tuple[str, ...]:

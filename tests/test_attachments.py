@@ -59,6 +59,8 @@ async def test_upload_list_download(api: Api, settings: Settings) -> None:
     assert meta["filename"] == PHOTO
     status, listing = await api.get(f"/api/v1/consults/{cid}/attachments", "pathology")
     assert [a["id"] for a in listing["items"]] == [meta["id"]]
+    assert listing["items"][0]["uploaded_by_name"] == "城关镇 刘医生"
+    assert listing["items"][0]["message_id"] is None
     resp = await api.client.get(
         f"/api/v1/attachments/{meta['id']}", headers=await api.headers("pathology")
     )

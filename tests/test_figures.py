@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from tests.helpers import Api
 
@@ -57,6 +59,9 @@ async def test_figures_per_centre_and_institution(api: Api) -> None:
     institutions = {g["key"]: g for g in figures["by_institution"]}
     assert institutions[chengguan]["submitted"] == 4
     assert figures["targets_minutes"]["ecg"]["stat"] == 10
+    assert figures["timezone"] == "Asia/Shanghai"
+    today = dt.datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    assert centres["imaging"]["by_day"] == {today: 2}
     assert "张桂兰" not in str(figures)
 
 

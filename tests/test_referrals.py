@@ -47,6 +47,17 @@ async def test_upward_referral_accepted_by_the_lead_hospital(api: Api) -> None:
     assert referral["state"] == "requested"
     _, incoming = await api.get("/api/v1/referrals?box=incoming", "coordinator")
     assert [r["id"] for r in incoming["items"]] == [referral["id"]]
+    # The receiving desk sees who is coming and who sent them.
+    assert incoming["items"][0]["patient"]["name"] == "王秀英"
+    assert incoming["items"][0]["created_by_name"] == "贾集村 张医生"
+    # One open referral per direction.
+    status, again = await api.post(
+        f"/api/v1/consults/{consult['id']}/referrals",
+        "jiaji",
+        json={"direction": "up", "to_institution_id": lead, "reason": "重复"},
+    )
+    assert status == 409
+    assert again["referral_id"] == referral["id"]
     # A specialist of the lead hospital neither answers nor sees incoming referrals;
     # the coordinators, the admissions desk of the centres, do.
     status, _ = await api.post(f"/api/v1/referrals/{referral['id']}/accept", "consult", json={})

@@ -50,6 +50,7 @@ def test_values_are_parsed() -> None:
         ("HUIZHEN_LOG_LEVEL", "LOUD"),
         ("HUIZHEN_TURN_URLS", "http://turn"),
         ("HUIZHEN_DEMO_PASSWORD", "short"),
+        ("HUIZHEN_TIMEZONE", "Mars/Olympus_Mons"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
