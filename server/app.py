@@ -26,6 +26,7 @@ from server import (
     live,
     messages,
     patients,
+    presence,
     referrals,
     reportpdf,
     reports,
@@ -83,7 +84,7 @@ def api_router() -> Router:
     router = Router()
     modules = [signin, directory, accounts, patients, consults, casework, worklists, messages]
     modules += [attachments, reports]
-    modules += [reportpdf, referrals, targets, feed, figures, auditlog]
+    modules += [reportpdf, referrals, targets, feed, presence, figures, auditlog]
     for module in modules:
         router.include(module.router)
     return router

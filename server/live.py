@@ -53,7 +53,12 @@ def make_realtime(app: web.Application, bus: Bus) -> Realtime:
                 p = await app[AUTHENTICATOR].principal_for_token(db, token)
         except Problem as problem:
             raise Refused(problem.code, problem.detail or problem.title) from None
-        return Identity(user_id=p.user_id.hex, username=p.username, streams=tuple(streams_of(p)))
+        return Identity(
+            user_id=str(p.user_id),
+            username=p.username,
+            institution_id=str(p.institution_id),
+            streams=tuple(streams_of(p)),
+        )
 
     async def fetch(
         identity: Identity, after: int, limit: int
@@ -104,7 +109,9 @@ def install(app: web.Application) -> None:
 
 async def _bus_lifetime(app: web.Application) -> AsyncIterator[None]:
     await app[BUS].start()
+    await app[REALTIME].start()
     yield
+    await app[REALTIME].close()
     await app[BUS].close()
 
 

@@ -23,6 +23,7 @@ import socketio
 from aiohttp import web
 
 from signalling.bus import Bus
+from signalling.presence import Presence
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 class Identity:
     user_id: str
     username: str
+    institution_id: str
     streams: tuple[str, ...]
 
 
@@ -91,8 +93,14 @@ class Realtime:
         self.sio.on("sync", self._sync)
         self.sio.on("ack", self._ack)
         bus.subscribe(EVENTS_CHANNEL, self._on_wake)
-        #: user id → connected sids on this node (presence)
-        self.online: dict[str, set[str]] = defaultdict(set)
+        self.presence = Presence(bus, on_change=self._presence_changed)
+
+    async def start(self) -> None:
+        """After the bus has started."""
+        await self.presence.start()
+
+    async def close(self) -> None:
+        await self.presence.close()
 
     def attach(self, app: web.Application) -> None:
         self.sio.attach(app)
@@ -117,18 +125,20 @@ class Realtime:
                 {"code": refused.code, "message": refused.message}
             ) from None
         await self.sio.save_session(sid, {"identity": identity})
-        self.online[identity.user_id].add(sid)
+        await self.presence.connected(identity.user_id, identity.institution_id, sid)
         log.info("realtime: user %s connected", identity.user_id)
 
     async def _disconnect(self, sid: str, reason: Any = None) -> None:
         session = await self.sio.get_session(sid)
         identity: Identity | None = session.get("identity")
         if identity is not None:
-            sids = self.online.get(identity.user_id)
-            if sids is not None:
-                sids.discard(sid)
-                if not sids:
-                    del self.online[identity.user_id]
+            await self.presence.disconnected(identity.user_id, sid)
+
+    async def _presence_changed(self, user_id: str, institution_id: str, online: bool) -> None:
+        """Tell every connection on this node (presence is directory-level, not patient data)."""
+        await self.sio.emit(
+            "presence", {"user_id": user_id, "institution_id": institution_id, "online": online}
+        )
 
     async def _identity(self, sid: str) -> Identity:
         session = await self.sio.get_session(sid)

@@ -70,5 +70,5 @@ def test_every_socket_message_is_documented() -> None:
     handled = set(realtime.sio.handlers["/"]) - {"connect", "disconnect"}
     assert handled == {"sync", "ack"}
     doc = _read("docs/events.md")
-    for name in (*handled, "event"):  # the server emits "event"
+    for name in (*handled, "event", "presence"):  # the server emits "event" and "presence"
         assert f"| `{name}` |" in doc, name

@@ -78,6 +78,14 @@ async def test_events_cross_nodes_through_redis(
                 a.url, auth={"token": doctor}, transports=["websocket"], wait_timeout=10
             )
             last = (await sio.call("sync", {"after": 0}, timeout=10))["last_id"]
+            # Presence crosses nodes too: node B learns that the doctor is online on node A.
+            _, me = await node_a.call("GET", "/api/v1/auth/me", doctor)
+            async with asyncio.timeout(10):
+                while True:
+                    _, online = await node_b.call("GET", "/api/v1/presence", radiology)
+                    if me["id"] in [o["user_id"] for o in online["items"]]:
+                        break
+                    await asyncio.sleep(0.05)
 
             _, found = await node_a.call("GET", "/api/v1/patients?name=张桂兰", doctor)
             status, consult = await node_a.call(
