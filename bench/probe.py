@@ -76,8 +76,10 @@ class Request:
     #: (key, sent, answered): every statement, in order.
     statements: list[tuple[str, float, float]] = field(default_factory=list)
     pending: tuple[str, float] | None = None
+    #: COMMITs sent on the request's connections (any transaction, as the engine saw them).
     commits: int = 0
     rollbacks: int = 0
+    #: The first COMMIT sent, and the end of the first ``AsyncSession.commit`` (the router's).
     commit_sent: float = 0.0
     commit_done: float = 0.0
     #: Round trips outside statements: BEGIN, pre-ping, prepare; or aiosqlite hand-offs.
@@ -192,23 +194,26 @@ def install() -> None:
             if key.startswith("SELECT pg_advisory_xact_lock"):
                 rec.lock_got = now
 
+    @event.listens_for(Engine, "commit")
+    def _commit(*_args: Any) -> None:
+        rec = _current()
+        rec.commits += 1
+        if not rec.commit_sent:
+            rec.commit_sent = time.monotonic()
+
+    @event.listens_for(Engine, "rollback")
+    def _rollback(*_args: Any) -> None:
+        _current().rollbacks += 1
+
     original_commit = AsyncSession.commit
-    original_rollback = AsyncSession.rollback
 
     async def commit(self: AsyncSession) -> None:
-        rec = _current()
-        rec.commit_sent = time.monotonic()
         await original_commit(self)
-        rec.commit_done = time.monotonic()
-        rec.commits += 1
-
-    async def rollback(self: AsyncSession) -> None:
         rec = _current()
-        await original_rollback(self)
-        rec.rollbacks += 1
+        if not rec.commit_done:
+            rec.commit_done = time.monotonic()
 
     AsyncSession.commit = commit  # type: ignore[method-assign]
-    AsyncSession.rollback = rollback  # type: ignore[method-assign]
     _count_round_trips()
     whatif = {w for w in os.environ.get("HZBENCH_WHATIF", "").split(",") if w}
     if "no-events-lock" in whatif:
