@@ -30,6 +30,7 @@ from server import (
     referrals,
     reportpdf,
     reports,
+    rtc,
     signin,
     targets,
     worklists,
@@ -84,7 +85,7 @@ def api_router() -> Router:
     router = Router()
     modules = [signin, directory, accounts, patients, consults, casework, worklists, messages]
     modules += [attachments, reports]
-    modules += [reportpdf, referrals, targets, feed, presence, figures, auditlog]
+    modules += [reportpdf, referrals, targets, feed, presence, rtc, figures, auditlog]
     for module in modules:
         router.include(module.router)
     return router

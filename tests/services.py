@@ -175,6 +175,66 @@ class Redis:
 
 
 @dataclass
+class Coturn:
+    """coturn with the ``use-auth-secret`` (TURN REST API) scheme, relaying on loopback only."""
+
+    secret: str = "turn-test-secret"
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="hz-turn-")))
+
+    def start(self) -> Coturn:
+        binary = shutil.which("turnserver")
+        if not binary:
+            raise RuntimeError("coturn is not installed (apt-get install coturn)")
+        low = 40000 + (self.port % 20000)
+        config = self.directory / "turnserver.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    f"listening-port={self.port}",
+                    "listening-ip=127.0.0.1",
+                    "relay-ip=127.0.0.1",
+                    f"min-port={low}",
+                    f"max-port={low + 200}",
+                    "use-auth-secret",
+                    f"static-auth-secret={self.secret}",
+                    "realm=huizhen.test",
+                    "allow-loopback-peers",
+                    "no-cli",
+                    "no-tls",
+                    "no-dtls",
+                    "fingerprint",
+                    f"pidfile={self.directory / 'turnserver.pid'}",
+                    "log-file=stdout",
+                    "simple-log",
+                ]
+            )
+            + "\n"
+        )
+        self.process = subprocess.Popen(
+            [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_until(lambda: _udp_listening(self.port), 10, "coturn")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    @property
+    def url(self) -> str:
+        return f"turn:127.0.0.1:{self.port}?transport=udp"
+
+
+def _udp_listening(port: int) -> bool:
+    out = subprocess.run(["ss", "-Hlun", f"sport = :{port}"], capture_output=True, text=True)
+    return bool(out.stdout.strip())
+
+
+@dataclass
 class HuizhenProcess:
     """``huizhen serve`` in a child process, as an operator would run it."""
 
@@ -229,7 +289,7 @@ class HuizhenProcess:
 
 
 @contextlib.contextmanager
-def running(server: Postgres | Redis | HuizhenProcess) -> Iterator[None]:
+def running(server: Postgres | Redis | Coturn | HuizhenProcess) -> Iterator[None]:
     server.start()
     try:
         yield

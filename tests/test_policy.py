@@ -167,6 +167,7 @@ CASES: tuple[Case, ...] = (
     Case("GET", "/api/v1/centres", lambda c: "/api/v1/centres", EVERYONE, 200),
     Case("GET", "/api/v1/targets", lambda c: "/api/v1/targets", EVERYONE, 200),
     Case("GET", "/api/v1/presence", lambda c: "/api/v1/presence", EVERYONE, 200),
+    Case("GET", "/api/v1/rtc/ice-servers", lambda c: "/api/v1/rtc/ice-servers", EVERYONE, 200),
     Case(
         "PUT",
         "/api/v1/targets/{centre}/{priority}",
