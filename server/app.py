@@ -18,6 +18,7 @@ from server import (
     accounts,
     attachments,
     auditlog,
+    calls,
     casework,
     consults,
     directory,
@@ -85,7 +86,7 @@ def api_router() -> Router:
     router = Router()
     modules = [signin, directory, accounts, patients, consults, casework, worklists, messages]
     modules += [attachments, reports]
-    modules += [reportpdf, referrals, targets, feed, presence, rtc, figures, auditlog]
+    modules += [reportpdf, referrals, calls, targets, feed, presence, rtc, figures, auditlog]
     for module in modules:
         router.include(module.router)
     return router

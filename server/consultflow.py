@@ -136,3 +136,51 @@ def advance_referral(state: ReferralState, action: ReferralAction) -> ReferralSt
             state=state.value,
             allowed=allowed,
         ) from None
+
+
+# -- video calls ------------------------------------------------------------------------------
+
+
+class CallState(enum.StrEnum):
+    RINGING = "ringing"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    TIMED_OUT = "timed_out"
+    CONNECTED = "connected"
+    ENDED = "ended"
+
+
+class CallAction(enum.StrEnum):
+    ACCEPT = "accept"
+    DECLINE = "decline"
+    TIME_OUT = "time_out"
+    CONNECT = "connect"  # a participant's media is flowing
+    END = "end"
+
+
+C, CA = CallState, CallAction
+
+CALL_TRANSITIONS: dict[tuple[CallState, CallAction], CallState] = {
+    (C.RINGING, CA.ACCEPT): C.ACCEPTED,
+    (C.RINGING, CA.DECLINE): C.DECLINED,
+    (C.RINGING, CA.TIME_OUT): C.TIMED_OUT,
+    (C.RINGING, CA.END): C.ENDED,  # the caller gave up
+    (C.ACCEPTED, CA.CONNECT): C.CONNECTED,
+    (C.ACCEPTED, CA.END): C.ENDED,
+    (C.CONNECTED, CA.CONNECT): C.CONNECTED,  # another participant's media, or a reconnection
+    (C.CONNECTED, CA.END): C.ENDED,
+}
+
+LIVE_CALL_STATES = frozenset({C.RINGING, C.ACCEPTED, C.CONNECTED})
+
+
+def advance_call(state: CallState, action: CallAction) -> CallState:
+    try:
+        return CALL_TRANSITIONS[(state, action)]
+    except KeyError:
+        allowed = sorted(a.value for (s, a) in CALL_TRANSITIONS if s is state)
+        raise IllegalTransition(
+            f"cannot {action.value} a call that is {state.value}",
+            state=state.value,
+            allowed=allowed,
+        ) from None

@@ -84,6 +84,11 @@ EVENT_TYPES = frozenset(
         "referral.declined",
         "referral.cancelled",
         "referral.completed",
+        "call.ringing",
+        "call.accepted",
+        "call.declined",
+        "call.connected",
+        "call.ended",
     }
 )
 

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
+from server import calls
 from server.db import unit_of_work
 from server.events import streams_of
 from server.feed import EventOut, acknowledge, read_feed
@@ -89,7 +90,13 @@ def make_realtime(app: web.Application, bus: Bus) -> Realtime:
         except Problem as problem:
             raise Refused(problem.code, problem.detail or problem.title) from None
 
-    return Realtime(authenticate=authenticate, fetch=fetch, load=load, ack=ack, bus=bus)
+    async def is_member(identity: Identity, call_id: str) -> bool:
+        async with unit_of_work(app[SESSIONS]) as db:
+            return await calls.is_member(db, uuid.UUID(call_id), uuid.UUID(identity.user_id))
+
+    return Realtime(
+        authenticate=authenticate, fetch=fetch, load=load, ack=ack, bus=bus, is_member=is_member
+    )
 
 
 def install(app: web.Application) -> None:

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from server.consultflow import ConsultState, Priority, ReferralState
+from server.consultflow import CallState, ConsultState, Priority, ReferralState
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -431,6 +431,36 @@ class ReferralTransition(Base):
     note: Mapped[str] = mapped_column(Text, default="")
 
 
+class VideoCall(Base):
+    """A video session of a consult: up to four participants in a mesh."""
+
+    __tablename__ = "calls"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    consult_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("consults.id"), index=True)
+    state: Mapped[CallState] = mapped_column(_enum(CallState, "call_state"))
+    created_by_user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    accepted_at: Mapped[dt.datetime | None]
+    connected_at: Mapped[dt.datetime | None]
+    ended_at: Mapped[dt.datetime | None]
+    version: Mapped[int] = mapped_column(default=1)
+
+
+class CallParticipant(Base):
+    __tablename__ = "call_participants"
+
+    call_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    invited_by_user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    invited_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    answer: Mapped[str] = mapped_column(String(16), default="invited")  # or accepted, declined
+    joined_at: Mapped[dt.datetime | None]
+    left_at: Mapped[dt.datetime | None]
+
+
 class TurnaroundTarget(Base):
     __tablename__ = "turnaround_targets"
 
@@ -481,6 +511,7 @@ __all__ = [
     "AuditEvent",
     "AuthSession",
     "Base",
+    "CallParticipant",
     "Centre",
     "CentreMembership",
     "CentreSite",
@@ -503,5 +534,6 @@ __all__ = [
     "TurnaroundTarget",
     "User",
     "UserRole",
+    "VideoCall",
     "utcnow",
 ]

@@ -43,6 +43,7 @@ class Action(enum.StrEnum):
     CONSULT_COORDINATE = "consult.coordinate"  # reassign, overdue list
     FIGURES_READ = "figures.read"  # aggregate volumes and turnaround, no patient data
     REFERRAL = "referral"  # two-way referral: open, answer, list
+    CALL = "call"  # video consultations on consults the caller takes part in
 
 
 _CLINICAL_READ = frozenset(
@@ -51,10 +52,10 @@ _CLINICAL_READ = frozenset(
 
 ROLE_GRANTS: Mapping[Role, frozenset[Action]] = {
     Role.GRASSROOTS_DOCTOR: _CLINICAL_READ
-    | {Action.PATIENT_WRITE, Action.CONSULT_REQUEST, Action.REFERRAL},
-    Role.SPECIALIST: _CLINICAL_READ | {Action.CONSULT_WORK, Action.REFERRAL},
+    | {Action.PATIENT_WRITE, Action.CONSULT_REQUEST, Action.REFERRAL, Action.CALL},
+    Role.SPECIALIST: _CLINICAL_READ | {Action.CONSULT_WORK, Action.REFERRAL, Action.CALL},
     Role.CENTRE_COORDINATOR: _CLINICAL_READ
-    | {Action.CONSULT_COORDINATE, Action.FIGURES_READ, Action.REFERRAL},
+    | {Action.CONSULT_COORDINATE, Action.FIGURES_READ, Action.REFERRAL, Action.CALL},
     Role.STROKE_TEAM: _CLINICAL_READ,
     Role.AMBULANCE: frozenset({Action.SELF, Action.DIRECTORY_READ}),
     Role.SUPERVISOR: frozenset(

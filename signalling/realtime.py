@@ -24,6 +24,7 @@ from aiohttp import web
 
 from signalling.bus import Bus
 from signalling.presence import Presence
+from signalling.signals import InvalidSignal, parse_signal
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ Authenticate = Callable[[str | None, str | None], Awaitable[Identity]]
 FetchFeed = Callable[[Identity, int, int], Awaitable[tuple[list[dict[str, Any]], bool]]]
 LoadEvents = Callable[[Sequence[int]], Awaitable[list[EventRow]]]
 AckFeed = Callable[[Identity, int], Awaitable[int]]
+#: (identity, call id) → may this user signal to this call now?
+IsMember = Callable[[Identity, str], Awaitable[bool]]
+SIGNAL_CHANNEL = "signal"
 
 
 class Realtime:
@@ -75,12 +79,16 @@ class Realtime:
         load: LoadEvents,
         ack: AckFeed,
         bus: Bus,
+        is_member: IsMember | None = None,
     ) -> None:
         self.authenticate = authenticate
         self.fetch = fetch
         self.load = load
         self.ack_feed = ack
         self.bus = bus
+        self.is_member = is_member
+        #: this node's connections: sid → user id
+        self.users: dict[str, str] = {}
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
             cors_allowed_origins=[],
@@ -92,7 +100,11 @@ class Realtime:
         self.sio.on("disconnect", self._disconnect)
         self.sio.on("sync", self._sync)
         self.sio.on("ack", self._ack)
+        self.sio.on("call.join", self._call_join)
+        self.sio.on("call.leave", self._call_leave)
+        self.sio.on("call.signal", self._call_signal)
         bus.subscribe(EVENTS_CHANNEL, self._on_wake)
+        bus.subscribe(SIGNAL_CHANNEL, self._on_signal)
         self.presence = Presence(bus, on_change=self._presence_changed)
 
     async def start(self) -> None:
@@ -125,12 +137,14 @@ class Realtime:
                 {"code": refused.code, "message": refused.message}
             ) from None
         await self.sio.save_session(sid, {"identity": identity})
+        self.users[sid] = identity.user_id
         await self.presence.connected(identity.user_id, identity.institution_id, sid)
         log.info("realtime: user %s connected", identity.user_id)
 
     async def _disconnect(self, sid: str, reason: Any = None) -> None:
         session = await self.sio.get_session(sid)
         identity: Identity | None = session.get("identity")
+        self.users.pop(sid, None)
         if identity is not None:
             await self.presence.disconnected(identity.user_id, sid)
 
@@ -175,6 +189,67 @@ class Realtime:
         except Refused as refused:
             return _error(refused.code, refused.message)
         return {"acked_id": acked}
+
+    # -- WebRTC signalling -------------------------------------------------------------------
+
+    async def _member(self, sid: str, call_id: str) -> bool:
+        if self.is_member is None:
+            return False
+        return await self.is_member(await self._identity(sid), call_id)
+
+    async def _call_join(self, sid: str, data: Any = None) -> dict[str, Any]:
+        call_id = data.get("call_id") if isinstance(data, dict) else None
+        try:
+            call_id = parse_signal({"call_id": call_id, "kind": "hangup"}).call_id
+        except InvalidSignal as exc:
+            return _error("bad-request", str(exc))
+        if not await self._member(sid, call_id):
+            return _error("forbidden", "you are not a member of this call")
+        await self.sio.enter_room(sid, f"call:{call_id}")
+        return {"joined": call_id}
+
+    async def _call_leave(self, sid: str, data: Any = None) -> dict[str, Any]:
+        call_id = data.get("call_id") if isinstance(data, dict) else None
+        if isinstance(call_id, str):
+            await self.sio.leave_room(sid, f"call:{call_id}")
+        return {"left": call_id}
+
+    async def _call_signal(self, sid: str, data: Any = None) -> dict[str, Any]:
+        """Validate, check membership, then relay through the bus to the call's other members
+        on every node. A bad message is answered with an error and never relayed."""
+        try:
+            signal = parse_signal(data)
+        except InvalidSignal as exc:
+            return _error("bad-request", str(exc))
+        if f"call:{signal.call_id}" not in self.sio.rooms(sid) or not await self._member(
+            sid, signal.call_id
+        ):
+            return _error("forbidden", "join the call before signalling to it")
+        await self.bus.publish(
+            SIGNAL_CHANNEL,
+            {
+                "call_id": signal.call_id,
+                "from": self.users[sid],
+                "to": signal.to,
+                "message": {"call_id": signal.call_id, "kind": signal.kind, **signal.body},
+            },
+        )
+        return {"relayed": True}
+
+    async def _on_signal(self, message: dict[str, Any]) -> None:
+        call_id, sender, to = message.get("call_id"), message.get("from"), message.get("to")
+        body = message.get("message")
+        if (
+            not isinstance(call_id, str)
+            or not isinstance(sender, str)
+            or not isinstance(body, dict)
+        ):
+            return
+        for sid, _ in list(self.sio.manager.get_participants("/", f"call:{call_id}")):
+            user = self.users.get(sid)
+            if user is None or user == sender or (to is not None and user != to):
+                continue
+            await self.sio.emit("call.signal", {**body, "from": sender}, to=sid)
 
     # -- live push ------------------------------------------------------------------------------
 

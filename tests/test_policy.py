@@ -41,6 +41,9 @@ class Ctx:
     event: str = ""  # an event in chengguan's own stream
     attachment: str = ""  # a file on the matrix consult
     referral: str = ""  # chengguan → lead hospital, requested
+    call_consult: str = ""  # chengguan → imaging, claimed by radiology, with a live call
+    call: str = ""  # chengguan rings radiology
+    coordinator: str = ""  # the coordinator's user id
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,31 @@ def _transition(
         body=body,
         out_of_scope=404,
         in_scope=in_scope,
+    )
+
+
+def _call_step(
+    method: str,
+    suffix: str,
+    *,
+    ok: int = 200,
+    body: Callable[[Ctx], dict[str, Any] | None] = lambda _: None,
+    exact: tuple[tuple[str, int], ...] = (),
+    with_coordinator: bool = False,
+) -> Case:
+    """The matrix call: chengguan rang radiology; radiology invites the coordinator, who is
+    evaluated before radiology in the user loop (so is not yet a participant at /invite)."""
+    members = {"chengguan", "radiology"} | ({"coordinator"} if with_coordinator else set())
+    return Case(
+        method,
+        f"/api/v1/calls/{{call_id}}{suffix}",
+        lambda c: f"/api/v1/calls/{c.call}{suffix}",
+        REFERRERS,
+        ok,
+        body=body,
+        out_of_scope=404,
+        in_scope=frozenset(members),
+        exact=exact,
     )
 
 
@@ -420,6 +448,33 @@ CASES: tuple[Case, ...] = (
         out_of_scope=404,
         in_scope=IMAGING_CONSULT,
     ),
+    Case(
+        "POST",
+        "/api/v1/consults/{consult_id}/calls",
+        lambda c: f"/api/v1/consults/{c.call_consult}/calls",
+        REFERRERS,
+        409,  # a call is already live on it
+        body=lambda c: {"invitee_ids": [c.radiology]},
+        out_of_scope=404,
+        in_scope=IMAGING_CONSULT,
+    ),
+    _call_step("GET", "", ok=200),
+    _call_step(
+        "POST",
+        "/invite",
+        body=lambda c: {"user_id": c.coordinator},
+        exact=(("coordinator", 404), ("radiology", 200), ("chengguan", 409)),
+    ),
+    _call_step(
+        "POST", "/accept", exact=(("coordinator", 200), ("radiology", 200), ("chengguan", 409))
+    ),
+    _call_step(
+        "POST", "/connected", exact=(("coordinator", 200), ("radiology", 200), ("chengguan", 200))
+    ),
+    _call_step("POST", "/decline", ok=409, with_coordinator=True),
+    _call_step(
+        "POST", "/hangup", exact=(("coordinator", 200), ("radiology", 200), ("chengguan", 409))
+    ),
     Case("GET", "/api/v1/events", lambda c: "/api/v1/events", EVERYONE, 200),
     Case(
         "GET",
@@ -525,6 +580,11 @@ async def _context(api: Api) -> Ctx:
         },
     )
     assert status == 201
+    coordinator = next(u["id"] for u in users["items"] if u["username"] == "coordinator")
+    status, video = await api.post(
+        f"/api/v1/consults/{referred['id']}/calls", "chengguan", json={"invitee_ids": [radiology]}
+    )
+    assert status == 201
     return Ctx(
         jiaji_patient=body["items"][0]["id"],
         lead_hospital=await api.institution_id("xrmyy"),
@@ -536,6 +596,9 @@ async def _context(api: Api) -> Ctx:
         event=str(event),
         attachment=attachment,
         referral=referral["id"],
+        call_consult=referred["id"],
+        call=video["id"],
+        coordinator=coordinator,
     )
 
 

@@ -43,6 +43,7 @@ USER_FOR_ACTION = {
     "consult.coordinate": "coordinator",
     "figures.read": "supervisor",
     "referral": "chengguan",
+    "call": "chengguan",
 }
 #: Signing out would revoke the token the other operations use; it has its own tests.
 SKIP = {("POST", "/api/v1/auth/logout")}
