@@ -89,6 +89,7 @@ EVENT_TYPES = frozenset(
         "call.declined",
         "call.connected",
         "call.ended",
+        "call.timed_out",
     }
 )
 

@@ -65,6 +65,8 @@ class Settings:
     timezone: str = "Asia/Shanghai"
     #: A critical value must be acknowledged within this time, or it repeats and escalates.
     critical_ack_seconds: int = 600
+    #: A video call unanswered this long times out.
+    ring_seconds: int = 60
     #: How often the watchdog looks for overdue cases and unacknowledged critical values.
     watch_interval_seconds: int = 15
     #: Reverse proxies whose ``X-Forwarded-For`` is believed (addresses or CIDR networks).
@@ -143,6 +145,7 @@ class Settings:
             critical_ack_seconds=reader.get(
                 "CRITICAL_ACK_SECONDS", _positive_int, defaults.critical_ack_seconds
             ),
+            ring_seconds=reader.get("RING_SECONDS", _positive_int, defaults.ring_seconds),
             watch_interval_seconds=reader.get(
                 "WATCH_INTERVAL_SECONDS", _positive_int, defaults.watch_interval_seconds
             ),
@@ -184,6 +187,7 @@ VARIABLES: tuple[str, ...] = (
     "TIMEZONE",
     "CRITICAL_ACK_SECONDS",
     "WATCH_INTERVAL_SECONDS",
+    "RING_SECONDS",
 )
 
 

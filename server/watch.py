@@ -4,6 +4,7 @@ Every ``HUIZHEN_WATCH_INTERVAL_SECONDS`` one sweep, in one transaction:
 
 * a submitted, claimed or escalated consult past its ``due_at`` is flagged overdue once: a
   timeline entry, and an event to the centre's coordinators (and to its assignee);
+* a video call still ringing after ``HUIZHEN_RING_SECONDS`` times out;
 * a signed critical value (危急值) that the requesting station has not acknowledged within
   ``HUIZHEN_CRITICAL_ACK_SECONDS`` is announced again to the station, and escalated to the centre's
   coordinators and, for a village clinic, to the township health centre that supervises it; it
@@ -26,11 +27,25 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server import events
-from server.consultflow import OPEN_STATES, ConsultState
+from server.consultflow import (
+    OPEN_STATES,
+    CallAction,
+    CallState,
+    ConsultState,
+    advance_call,
+)
 from server.db import unit_of_work
 from server.events import PendingEvent
 from server.keys import ANNOUNCE, SESSIONS, SETTINGS
-from server.models import Consult, ConsultTransition, Institution, InstitutionKind, utcnow
+from server.models import (
+    CallParticipant,
+    Consult,
+    ConsultTransition,
+    Institution,
+    InstitutionKind,
+    VideoCall,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +55,14 @@ class Sweep:
     overdue: int
     critical_reminders: int
     event_ids: tuple[int, ...] = ()
+    calls_timed_out: int = 0
 
 
 async def sweep(
     factory: async_sessionmaker[AsyncSession],
     *,
     critical_ack_seconds: int,
+    ring_seconds: int = 60,
     now: dt.datetime | None = None,
 ) -> Sweep:
     now = now or utcnow()
@@ -53,10 +70,66 @@ async def sweep(
         pending: list[PendingEvent] = []
         overdue = await _overdue(db, now, pending)
         reminders = await _critical(db, now, dt.timedelta(seconds=critical_ack_seconds), pending)
+        unanswered = await _unanswered_calls(db, now - dt.timedelta(seconds=ring_seconds), pending)
         ids = await events.write(db, pending)
-    if overdue or reminders:
-        log.info("watchdog: %d overdue, %d critical-value reminders", overdue, reminders)
-    return Sweep(overdue, reminders, tuple(ids))
+    if overdue or reminders or unanswered:
+        log.info(
+            "watchdog: %d overdue, %d critical-value reminders, %d calls unanswered",
+            overdue,
+            reminders,
+            unanswered,
+        )
+    return Sweep(overdue, reminders, tuple(ids), unanswered)
+
+
+async def _unanswered_calls(
+    db: AsyncSession, rang_before: dt.datetime, pending: list[PendingEvent]
+) -> int:
+    """Calls still ringing after ``HUIZHEN_RING_SECONDS`` time out (once, whichever node)."""
+    stale = list(
+        await db.scalars(
+            select(VideoCall).where(
+                VideoCall.state == CallState.RINGING, VideoCall.created_at < rang_before
+            )
+        )
+    )
+    done = 0
+    for video in stale:
+        new = advance_call(video.state, CallAction.TIME_OUT)
+        result = await db.execute(
+            update(VideoCall)
+            .where(VideoCall.id == video.id, VideoCall.version == video.version)
+            .values(state=new, version=video.version + 1, ended_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        done += 1
+        consult = await db.get(Consult, video.consult_id)
+        if consult is not None:
+            db.add(
+                ConsultTransition(
+                    consult_id=consult.id,
+                    action="call.timeout",
+                    from_state=consult.state.value,
+                    to_state=consult.state.value,
+                    actor_user_id=None,
+                    at=utcnow(),
+                    detail={"call_id": str(video.id)},
+                )
+            )
+        people = await db.scalars(
+            select(CallParticipant.user_id).where(CallParticipant.call_id == video.id)
+        )
+        pending.append(
+            PendingEvent(
+                tuple(events.user_stream(u) for u in people),
+                "call.timed_out",
+                video.consult_id,
+                {"call_id": str(video.id), "consult_id": str(video.consult_id), "state": new.value},
+            )
+        )
+    return done
 
 
 async def _overdue(db: AsyncSession, now: dt.datetime, pending: list[PendingEvent]) -> int:

@@ -134,3 +134,27 @@ async def test_the_watchdog_runs_in_the_server(
     async with asyncio.timeout(20):
         while not await reminded():  # noqa: ASYNC110 - polling the server's own feed, as a client does
             await asyncio.sleep(0.2)
+
+
+async def test_unanswered_call_times_out(api: Api, settings: Settings) -> None:
+    consult = await _consult(api, "ecg", "urgent")
+    await api.post(f"/api/v1/consults/{consult['id']}/claim", "ecg", json={})
+    _, ecg = await api.get("/api/v1/auth/me", "ecg")
+    _, call = await api.post(
+        f"/api/v1/consults/{consult['id']}/calls", "jiaji", json={"invitee_ids": [ecg["id"]]}
+    )
+    engine = make_engine(settings.effective_database_url)
+    try:
+        factory = make_sessionmaker(engine)
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
+        assert (await sweep(factory, critical_ack_seconds=600, now=later)).calls_timed_out == 0
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=90)
+        assert (await sweep(factory, critical_ack_seconds=600, now=later)).calls_timed_out == 1
+        assert (await sweep(factory, critical_ack_seconds=600, now=later)).calls_timed_out == 0
+    finally:
+        await engine.dispose()
+    _, now = await api.get(f"/api/v1/calls/{call['id']}", "jiaji")
+    assert now["state"] == "timed_out"
+    _, feed = await api.get("/api/v1/events", "ecg")
+    assert "call.timed_out" in [e["type"] for e in feed["items"]]
+    assert (await api.post(f"/api/v1/calls/{call['id']}/accept", "ecg"))[0] == 409
