@@ -13,6 +13,7 @@ accepted one is stored with its actor and time by the caller.
 from __future__ import annotations
 
 import enum
+from typing import Generic, TypeVar
 
 from server.problems import Conflict
 
@@ -85,16 +86,31 @@ class IllegalTransition(Conflict):
     title, title_zh = "Not allowed in this state", "当前状态下不允许此操作"
 
 
-def advance(state: ConsultState, action: ConsultAction) -> ConsultState:
-    try:
-        return TRANSITIONS[(state, action)]
-    except KeyError:
-        allowed = sorted(a.value for (s, a) in TRANSITIONS if s is state)
-        raise IllegalTransition(
-            f"cannot {action.value} a consult that is {state.value}",
-            state=state.value,
-            allowed=allowed,
-        ) from None
+StateT = TypeVar("StateT", bound=enum.StrEnum)
+ActionT = TypeVar("ActionT", bound=enum.StrEnum)
+
+
+class StateMachine(Generic[StateT, ActionT]):
+    """A lifecycle's transition table; the one place that says yes or no (409) to a step."""
+
+    def __init__(self, noun: str, table: dict[tuple[StateT, ActionT], StateT]) -> None:
+        self.noun = noun
+        self.table = table
+
+    def advance(self, state: StateT, action: ActionT) -> StateT:
+        try:
+            return self.table[(state, action)]
+        except KeyError:
+            allowed = sorted(a.value for (s, a) in self.table if s is state)
+            raise IllegalTransition(
+                f"cannot {action.value} a {self.noun} that is {state.value}",
+                state=state.value,
+                allowed=allowed,
+            ) from None
+
+
+CONSULT = StateMachine("consult", TRANSITIONS)
+advance = CONSULT.advance
 
 
 # -- two-way referral (双向转诊) ------------------------------------------------------------
@@ -126,16 +142,8 @@ REFERRAL_TRANSITIONS: dict[tuple[ReferralState, ReferralAction], ReferralState] 
 }
 
 
-def advance_referral(state: ReferralState, action: ReferralAction) -> ReferralState:
-    try:
-        return REFERRAL_TRANSITIONS[(state, action)]
-    except KeyError:
-        allowed = sorted(a.value for (s, a) in REFERRAL_TRANSITIONS if s is state)
-        raise IllegalTransition(
-            f"cannot {action.value} a referral that is {state.value}",
-            state=state.value,
-            allowed=allowed,
-        ) from None
+REFERRAL = StateMachine("referral", REFERRAL_TRANSITIONS)
+advance_referral = REFERRAL.advance
 
 
 # -- video calls ------------------------------------------------------------------------------
@@ -174,13 +182,5 @@ CALL_TRANSITIONS: dict[tuple[CallState, CallAction], CallState] = {
 LIVE_CALL_STATES = frozenset({C.RINGING, C.ACCEPTED, C.CONNECTED})
 
 
-def advance_call(state: CallState, action: CallAction) -> CallState:
-    try:
-        return CALL_TRANSITIONS[(state, action)]
-    except KeyError:
-        allowed = sorted(a.value for (s, a) in CALL_TRANSITIONS if s is state)
-        raise IllegalTransition(
-            f"cannot {action.value} a call that is {state.value}",
-            state=state.value,
-            allowed=allowed,
-        ) from None
+CALL = StateMachine("call", CALL_TRANSITIONS)
+advance_call = CALL.advance
