@@ -111,6 +111,32 @@ async def _freeze_heap(app: web.Application) -> None:
     gc.freeze()
 
 
+async def _peer(args: argparse.Namespace, password: str) -> int:
+    """Join a call as a headless participant; print what was received."""
+    from signalling.peer import HeadlessPeer
+
+    peer = HeadlessPeer(args.url)
+    try:
+        await peer.sign_in(args.username, password)
+        if args.call_id and not args.caller:
+            await peer.accept(args.call_id)
+        await peer.join(args.call_id)
+        if args.offer:
+            await peer.offer(args.call_id)
+            await peer.accept_answer()
+        else:
+            await peer.answer_next_offer(args.call_id)
+        async with asyncio.timeout(30):
+            await peer.frames(1)
+        await peer.report_connected(args.call_id)
+        await asyncio.sleep(args.seconds)
+        sys.stdout.write(f"video frames received: {peer.received.video_frames}\n")
+        await peer.hang_up(args.call_id)
+        return 0
+    finally:
+        await peer.close()
+
+
 def _serve(settings: Settings) -> None:
     app = create_app(settings)
     app.on_startup.append(_freeze_heap)
@@ -145,6 +171,15 @@ def parser() -> argparse.ArgumentParser:
     ci.add_argument("--name-en", default="")
     ci.add_argument("--kind", required=True, choices=[k.value for k in InstitutionKind])
     ci.add_argument("--parent", help="code of the parent institution")
+    peer = sub.add_parser("peer", help="join a video call as a headless participant (aiortc)")
+    peer.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8080")
+    peer.add_argument("--username", required=True)
+    peer.add_argument("--call-id", required=True)
+    peer.add_argument("--offer", action="store_true", help="make the offer instead of answering")
+    peer.add_argument(
+        "--caller", action="store_true", help="this user started the call (do not answer the ring)"
+    )
+    peer.add_argument("--seconds", type=float, default=3.0, help="stay this long once connected")
     cu = sub.add_parser(
         "create-user", help="create an account (password read from stdin or a prompt)"
     )
@@ -175,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "seed-demo":
             seeded = asyncio.run(_seed(settings, if_empty=args.if_empty))
             _say("demo consortium seeded" if seeded else "database not empty; nothing seeded")
+        elif args.command == "peer":
+            return asyncio.run(_peer(args, sys.stdin.readline().rstrip("\n")))
         elif args.command == "create-institution":
             asyncio.run(_create_institution(settings, args))
             _say(f"institution {args.code} created")
