@@ -667,7 +667,8 @@ def _union(intervals: Iterable[tuple[float, float]]) -> float:
     return total
 
 
-def probe_report(m: Measurement) -> str:
+def probe_report(m: Measurement, statements: bool = True) -> str:
+    """The probe's tables for one measurement; ``statements``: with each step's statements."""
     recs = [r for r in m.probe if r["route"] in ROUTE_STEPS and r["ok"]]
     if not recs or not m.cycles:
         return ""
@@ -717,6 +718,19 @@ def probe_report(m: Measurement) -> str:
         f"commits, {per_cycle_trips:.1f} database round trips**"
         + (" (statements + commits + other)." if m.backend == "postgresql" else "."),
         "",
+    ]
+    if statements:
+        out += statement_table(by_route, order)
+    when = f"{m.cycles / m.window_s:.0f} cycles/s"
+    if "no-events-lock" in m.whatif:
+        when += "; here `SELECT $1::bigint` in its place, no lock"
+    out += lock_report(recs, m.window_s, m.cycles, when)
+    out += sequential_report(m)
+    return "\n".join(out)
+
+
+def statement_table(by_route: dict[str, list[dict[str, Any]]], order: list[str]) -> list[str]:
+    out = [
         "Statements of each step, per request (in the order of first use):",
         "",
         "| step | statement (verb, tables) | per request | p50 ms send → answer |",
@@ -741,9 +755,7 @@ def probe_report(m: Measurement) -> str:
         for key, c in extras.items():
             out.append(f"| {ROUTE_STEPS[route]} | {key} | {c / len(rs):.2f} | |")
     out.append("")
-    out += lock_report(recs, m.window_s, m.cycles, f"{m.cycles / m.window_s:.0f} cycles/s")
-    out += sequential_report(m)
-    return "\n".join(out)
+    return out
 
 
 def lock_report(
@@ -759,7 +771,7 @@ def lock_report(
     inside: Counter[str] = Counter()
     for r in locked:
         for key, a, _ in r["statements"]:
-            if a >= r["lock_got"]:
+            if r["lock_got"] <= a <= (r["commit_sent"] or r["commit_done"]):
                 inside[key] += 1
     others = [
         b - a
@@ -930,6 +942,14 @@ def report(results: Sequence[Measurement], opts: Options, when: dt.datetime) -> 
     invalid = [m for m in results if m.window_errors or m.unfinished]
     if invalid:
         lines += [f"**INVALID**: {len(invalid)} measurement(s) had errors in the window.", ""]
+    disturbed = [m for m in results if m.share(m.machine_steal_s) >= 0.1]
+    if disturbed:
+        lines += [
+            "**Disturbed**: the hypervisor stole 10% or more of the CPU during "
+            + ", ".join(f"{m.label} {m.variant} run {m.run}" for m in disturbed)
+            + ": those windows measure the host, not Huizhen.",
+            "",
+        ]
     sampled = [s for m in results for s in m.error_samples]
     if sampled:
         lines += ["Errors (first few):", ""] + [f"- `{s[:300]}`" for s in sampled[:10]] + [""]
@@ -952,13 +972,18 @@ def report(results: Sequence[Measurement], opts: Options, when: dt.datetime) -> 
         ]
     lines += ["## Every run", "", runs_table(results), ""]
     if opts.probe:
+        # Each step's statements and SQL once per server: they do not change from run to run.
+        firsts: dict[tuple[str, str], Measurement] = {}
+        for m in results:
+            firsts.setdefault((m.label, m.variant), m)
+        first_ids = {id(m) for m in firsts.values()}
         lines += ["## Where the server's time goes", ""]
         for m in results:
-            lines.append(probe_report(m))
+            lines.append(probe_report(m, statements=id(m) in first_ids))
             if m.profile_md:
                 lines.append(m.profile_md)
         lines += ["## Appendix: SQL per step", ""]
-        for m in results:
+        for m in firsts.values():
             lines += sql_examples(m)
     return "\n".join(lines)
 
