@@ -52,6 +52,8 @@ async def test_imaging_consult_from_request_to_acknowledgement(
     await sign_in(station, "chengguan")
     await expect(station.get_by_test_id("home-grassroots_doctor")).to_have_text("基层工作站")
     await expect(station.get_by_test_id("my-consults")).to_contain_text("暂无会诊申请")
+    # The feed rides on the realtime channel (socket.io), not on polling.
+    await expect(station.get_by_test_id("shell")).to_have_attribute("data-feed", "live")
 
     await station.get_by_test_id("menu-consult-new").click()
     await expect(station.get_by_test_id("new-consult-title")).to_have_text("新建会诊")
@@ -81,6 +83,7 @@ async def test_imaging_consult_from_request_to_acknowledgement(
     await centre.goto("/")
     await sign_in(centre, "radiology")
     await expect(centre.get_by_test_id("home-specialist")).to_have_text("专科工作台")
+    await expect(centre.get_by_test_id("shell")).to_have_attribute("data-feed", "live")
 
     worklist = centre.get_by_test_id("worklist-imaging")
     row = worklist.get_by_role("row").filter(has_text=PATIENT)
@@ -88,6 +91,8 @@ async def test_imaging_consult_from_request_to_acknowledgement(
     await expect(row).to_contain_text("加急")
     await expect(row).to_contain_text("城关镇卫生院")
     await expect(row.get_by_test_id("consult-state")).to_have_text("待认领")
+    # The requesting station is online (its page holds the realtime channel).
+    await expect(row.get_by_test_id("presence-dot")).to_have_attribute("data-online", "true")
     # The time left to the 30-minute target ticks down each second.
     countdown = row.get_by_test_id("countdown")
     await expect(countdown).to_have_text(re.compile(r"^剩余 (29|30):\d\d$"))
@@ -99,6 +104,8 @@ async def test_imaging_consult_from_request_to_acknowledgement(
     await expect(centre).to_have_url(consult_url)
     await state_is(centre, "诊断中")
     await expect(centre.get_by_test_id("consult-status-text")).to_contain_text("由您诊断中")
+    requester_dot = centre.get_by_test_id("consult-requester").get_by_test_id("presence-dot")
+    await expect(requester_dot).to_have_attribute("data-online", "true")
 
     # The report beside the case: the imaging form.
     editor = centre.get_by_test_id("report-editor")
@@ -149,6 +156,8 @@ async def test_imaging_consult_from_request_to_acknowledgement(
         await short_hash.inner_text()
     )
     await expect(arrived.get_by_test_id("report-critical")).to_have_count(0)
+    assignee_dot = station.get_by_test_id("consult-assignee").get_by_test_id("presence-dot")
+    await expect(assignee_dot).to_have_attribute("data-online", "true")
     # The results inbox counts it in the menu until it is acknowledged.
     await expect(station.get_by_test_id("menu-badge-inbox")).to_have_text("1")
 
@@ -181,5 +190,11 @@ async def test_imaging_consult_from_request_to_acknowledgement(
 
     station_watch.check()
     centre_watch.check()
-    await station_context.close()
+    # When the radiologist's last page closes, the station's open page sees them go offline.
+    await station.goto(consult_url)
+    assignee_dot = station.get_by_test_id("consult-assignee").get_by_test_id("presence-dot")
+    await expect(assignee_dot).to_have_attribute("data-online", "true")
     await centre_context.close()
+    await expect(assignee_dot).to_have_attribute("data-online", "false")
+    station_watch.check()
+    await station_context.close()

@@ -1,7 +1,6 @@
-// Realtime channel (socket.io) for a later release: worklist updates, report routing, alerts.
-// Nothing imports this module yet, and nothing connects: the server has no socket.io endpoint
-// so far. When it does, call connectRealtime() after sign-in and disconnectRealtime() on
-// sign-out. The session cookie authenticates the connection (same origin).
+// Realtime channel (socket.io): the event feed (feed.ts) and presence ride on it. The session
+// cookie authenticates the connection (same origin). connectRealtime() once signed in,
+// disconnectRealtime() on sign-out.
 
 import { io, type Socket } from 'socket.io-client'
 

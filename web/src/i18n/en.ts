@@ -138,6 +138,10 @@ const en: Messages = {
     left: '{time} left',
     overdueBy: '{time} overdue',
   },
+  presence: {
+    online: 'Online',
+    offline: 'Offline',
+  },
   feed: {
     offline: 'Connection to the server lost; retrying',
     criticalTitle: 'Critical result',

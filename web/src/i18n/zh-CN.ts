@@ -139,6 +139,10 @@ const zhCN = {
     left: '剩余 {time}',
     overdueBy: '超时 {time}',
   },
+  presence: {
+    online: '在线',
+    offline: '离线',
+  },
   feed: {
     offline: '与服务器的连接中断，正在重试',
     criticalTitle: '危急值报告',
