@@ -11,7 +11,7 @@ export HUIZHEN_HOST ?= 127.0.0.1
 export HUIZHEN_PORT ?= 8080
 export HUIZHEN_DATA_DIR ?= var
 
-.PHONY: run test check web bench clean install
+.PHONY: run test check web bench bench-api bench-cycles clean install
 
 $(BIN)/huizhen: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,13 @@ test: install web
 
 bench: install
 	$(PY) -m bench.api
+	$(PY) -m bench.cycles
+
+bench-api: install
+	$(PY) -m bench.api
+
+bench-cycles: install
+	$(PY) -m bench.cycles
 
 clean:
 	rm -rf $(VENV) web/node_modules web/dist var .mypy_cache .ruff_cache .pytest_cache

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import Field
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.events import feed_clause, streams_of
@@ -73,18 +75,26 @@ async def read_feed(
 
 
 async def acknowledge(db: AsyncSession, user_id: uuid.UUID, streams: list[str], up_to: int) -> int:
-    """Move a user's cursor to ``up_to`` (never back); it must be an event of their streams."""
+    """Move a user's cursor to ``up_to``, never back; it must be an event of their streams.
+
+    One atomic upsert, so concurrent acknowledgements by the same user (two devices) neither
+    collide on the first insert nor move the cursor back."""
     mine = await db.scalar(select(func.count()).where(Event.id == up_to, Event.stream.in_(streams)))
     if not mine:
         raise NotFound("no such event in your feed")
-    cursor = await db.get(EventCursor, user_id)
-    if cursor is None:
-        cursor = EventCursor(user_id=user_id, acked_id=0)
-        db.add(cursor)
-    cursor.acked_id = max(cursor.acked_id, up_to)
-    cursor.updated_at = utcnow()
-    await db.flush()
-    return cursor.acked_id
+    now = utcnow()
+    dialect = db.get_bind().dialect.name
+    upsert: Any = pg_insert(EventCursor) if dialect == "postgresql" else sqlite_insert(EventCursor)
+    upsert = upsert.values(user_id=user_id, acked_id=up_to, updated_at=now)
+    highest = func.greatest if dialect == "postgresql" else func.max
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[EventCursor.user_id],
+        set_={
+            "acked_id": highest(EventCursor.acked_id, upsert.excluded.acked_id),
+            "updated_at": now,
+        },
+    ).returning(EventCursor.acked_id)
+    return int((await db.execute(upsert)).scalar_one())
 
 
 @router.route(

@@ -13,7 +13,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from server import calls
 from server.db import unit_of_work
@@ -68,9 +68,11 @@ def make_realtime(app: web.Application, bus: Bus) -> Realtime:
             rows, more = await read_feed(db, list(identity.streams), after, limit)
         return [EventOut.model_validate(r).model_dump(mode="json") for r in rows], more
 
-    async def load(ids: Sequence[int]) -> list[EventRow]:
+    async def load(after: int, limit: int) -> list[EventRow]:
         async with unit_of_work(app[SESSIONS]) as db:
-            rows = await db.scalars(select(Event).where(Event.id.in_(list(ids))))
+            rows = await db.scalars(
+                select(Event).where(Event.id > after).order_by(Event.id).limit(limit)
+            )
             return [
                 EventRow(
                     id=r.id,
@@ -94,8 +96,18 @@ def make_realtime(app: web.Application, bus: Bus) -> Realtime:
         async with unit_of_work(app[SESSIONS]) as db:
             return await calls.is_member(db, uuid.UUID(call_id), uuid.UUID(identity.user_id))
 
+    async def latest() -> int:
+        async with unit_of_work(app[SESSIONS]) as db:
+            return int(await db.scalar(select(func.max(Event.id))) or 0)
+
     return Realtime(
-        authenticate=authenticate, fetch=fetch, load=load, ack=ack, bus=bus, is_member=is_member
+        authenticate=authenticate,
+        fetch=fetch,
+        load=load,
+        ack=ack,
+        bus=bus,
+        latest=latest,
+        is_member=is_member,
     )
 
 

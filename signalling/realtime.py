@@ -13,6 +13,7 @@ queries and the bus.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "events"
 REPLAY_PAGE = 200
+#: Rows read per wake-up; a backlog beyond it reaches clients through their next sync.
+PUSH_BATCH = 2000
 MAX_MESSAGE_BYTES = 64 * 1024
 
 
@@ -63,7 +66,10 @@ class Refused(Exception):
 Authenticate = Callable[[str | None, str | None], Awaitable[Identity]]
 #: (identity, after, limit) → (events in feed order, more waiting)
 FetchFeed = Callable[[Identity, int, int], Awaitable[tuple[list[dict[str, Any]], bool]]]
-LoadEvents = Callable[[Sequence[int]], Awaitable[list[EventRow]]]
+#: (after, limit) → every stream's rows with a greater id, in id order
+LoadEvents = Callable[[int, int], Awaitable[list[EventRow]]]
+#: The greatest event id now
+LatestEvent = Callable[[], Awaitable[int]]
 AckFeed = Callable[[Identity, int], Awaitable[int]]
 #: (identity, call id) → may this user signal to this call now?
 IsMember = Callable[[Identity, str], Awaitable[bool]]
@@ -79,6 +85,7 @@ class Realtime:
         load: LoadEvents,
         ack: AckFeed,
         bus: Bus,
+        latest: LatestEvent,
         is_member: IsMember | None = None,
     ) -> None:
         self.authenticate = authenticate
@@ -87,6 +94,10 @@ class Realtime:
         self.ack_feed = ack
         self.bus = bus
         self.is_member = is_member
+        self.latest = latest
+        #: Every event up to this id has been pushed by this node (or had nobody here to hear it).
+        self.pushed_up_to = 0
+        self._push_lock = asyncio.Lock()
         #: this node's connections: sid → user id
         self.users: dict[str, str] = {}
         self.sio = socketio.AsyncServer(
@@ -109,6 +120,7 @@ class Realtime:
 
     async def start(self) -> None:
         """After the bus has started."""
+        self.pushed_up_to = await self.latest()
         await self.presence.start()
 
     async def close(self) -> None:
@@ -254,16 +266,29 @@ class Realtime:
     # -- live push ------------------------------------------------------------------------------
 
     async def _on_wake(self, message: dict[str, Any]) -> None:
+        """Push, in id order, everything committed after what this node pushed last.
+
+        Wake-ups may arrive out of commit order (two requests announce concurrently); reading
+        from ``pushed_up_to`` rather than the announced ids fills any gap, because ids follow
+        commit order. A node with no connections only moves its mark."""
         ids = message.get("ids")
-        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, int) for i in ids):
             log.warning("realtime: ignored a malformed wake-up")
             return
-        rows = await self.load(ids)
-        by_key: dict[str, list[EventRow]] = defaultdict(list)
-        for row in sorted(rows, key=lambda r: r.id):
-            by_key[row.key].append(row)
-        for group in by_key.values():
-            await self._push(group)
+        async with self._push_lock:
+            newest = max(ids)
+            if newest <= self.pushed_up_to:
+                return
+            if not self.users:
+                self.pushed_up_to = newest
+                return
+            rows = await self.load(self.pushed_up_to, PUSH_BATCH)
+            by_key: dict[str, list[EventRow]] = defaultdict(list)
+            for row in rows:  # in id order
+                by_key[row.key].append(row)
+            for group in by_key.values():
+                await self._push(group)
+            self.pushed_up_to = max([newest, *(row.id for row in rows)])
 
     async def _push(self, rows: list[EventRow]) -> None:
         """One logical event: each connected client once, with its own feed's id (the first row

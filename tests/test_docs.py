@@ -67,7 +67,9 @@ def test_every_socket_message_is_documented() -> None:
     async def never(*_: object) -> Any:
         raise AssertionError("not called")
 
-    realtime = Realtime(authenticate=never, fetch=never, load=never, ack=never, bus=LocalBus())
+    realtime = Realtime(
+        authenticate=never, fetch=never, load=never, ack=never, bus=LocalBus(), latest=never
+    )
     handled = set(realtime.sio.handlers["/"]) - {"connect", "disconnect"}
     assert handled == {"sync", "ack", "call.join", "call.leave", "call.signal"}
     doc = _read("docs/events.md")

@@ -9,6 +9,10 @@ from typing import Any
 import pytest
 import socketio
 
+from server.db import unit_of_work
+from server.events import PendingEvent
+from server.events import write as write_events
+from server.keys import REALTIME, SESSIONS
 from tests.helpers import Api
 
 
@@ -152,3 +156,45 @@ async def test_each_client_gets_an_event_once_with_its_own_feed_id(api: Api) -> 
     finally:
         for s in (a, b):
             await s.sio.disconnect()
+
+
+async def test_concurrent_acknowledgements_never_collide_nor_move_back(api: Api) -> None:
+    """Two devices of one doctor acknowledging at once: no error, and the cursor ends at the
+    highest id acknowledged."""
+    for _ in range(4):
+        cid = await _consult(api)
+        await api.post(f"/api/v1/consults/{cid}/claim", "radiology", json={})
+    _, feed = await api.get("/api/v1/events", "chengguan")
+    ids = [e["id"] for e in feed["items"]]
+    assert len(ids) >= 4
+    answers = await asyncio.gather(
+        *(api.post("/api/v1/events/ack", "chengguan", json={"up_to": i}) for i in ids * 5)
+    )
+    assert {status for status, _ in answers} == {200}
+    _, after = await api.get("/api/v1/events", "chengguan")
+    assert after["acked_id"] == max(ids)
+
+
+async def test_wake_ups_out_of_commit_order_still_push_in_order(api: Api, station: Station) -> None:
+    """Two events commit in order but their wake-ups arrive reversed: the node pushes both,
+    in id order, because it reads everything after what it pushed last."""
+    token = (await api.login("chengguan"))["token"]
+    await station.connect(api, auth={"token": token})
+    await station.sync(0)
+    app = api.client.app
+    assert app is not None
+    _, me = await api.get("/api/v1/auth/me", "chengguan")
+    stream = "user:" + me["id"].replace("-", "")
+    async with unit_of_work(app[SESSIONS]) as db:  # two commits, nobody announced
+        first = await write_events(db, [PendingEvent((stream,), "consult.message", None, {})])
+    async with unit_of_work(app[SESSIONS]) as db:
+        second = await write_events(db, [PendingEvent((stream,), "consult.message", None, {})])
+    realtime = app[REALTIME]
+    await realtime.announce(second)  # the later one is heard first
+    await realtime.announce(first)
+    async with asyncio.timeout(10), station.arrived:
+        while len([e for e in station.events if e["type"] == "consult.message"]) < 2:
+            await station.arrived.wait()
+    pushed = [e["id"] for e in station.events if e["type"] == "consult.message"]
+    assert pushed == [first[0], second[0]]
+    assert station.raw.count(first[0]) == 1
