@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import Field
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from server.audit import Entry
 from server.consultflow import LIVE_CALL_STATES, CallAction, CallState, advance_call
@@ -186,9 +187,8 @@ async def _move(call: Call[Any, Any], video: VideoCall, action: CallAction, **ch
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict("the call was changed by someone else; reload it")
-    video.state, video.version = new, video.version + 1
-    for key, value in changes.items():
-        setattr(video, key, value)
+    for key, value in {"state": new, "version": video.version + 1, **changes}.items():
+        set_committed_value(video, key, value)  # already in the database
 
 
 def _announce(

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from pydantic import Field
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from server.audit import Entry, Outcome
 from server.consultflow import (
@@ -247,8 +248,8 @@ async def transition(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict("the consult was changed by someone else; reload it")
-    for key, value in values.items():
-        setattr(consult, key, value)
+    for key, value in values.items():  # already in the database: do not write them again
+        set_committed_value(consult, key, value)
     call.session.add(
         ConsultTransition(
             consult_id=consult.id,

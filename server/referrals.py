@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 from sqlalchemy import ColumnElement, false, or_, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from server.audit import Entry
 from server.consultflow import ReferralAction, ReferralState, advance_referral
@@ -408,7 +409,8 @@ async def _step(call: Call[ReferralNote, None], action: ReferralAction) -> Refer
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict("the referral was changed by someone else; reload it")
-    referral.state, referral.version = new, referral.version + 1
+    set_committed_value(referral, "state", new)  # already in the database
+    set_committed_value(referral, "version", referral.version + 1)
     call.session.add(
         ReferralTransition(
             referral_id=referral.id,
