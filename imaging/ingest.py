@@ -1,0 +1,316 @@
+"""Ingest one DICOM Part-10 file without trusting it.
+
+:func:`ingest` checks, in order: the 128-byte preamble and the ``DICM`` marker; the file meta
+information (Transfer Syntax UID, Media Storage SOP Class and Instance UID); that the data set
+parses to its end, elements included (truncation is detected from element lengths, not from
+pydicom's tolerance, which silently drops a short tail); that the Study, Series and SOP Instance
+UIDs and the SOP Class UID are present, well formed and agree with the meta header. It returns an
+:class:`Instance` with the fields an index needs and the DICOM JSON model of the data set, bulk
+data (pixel and waveform data, large binary values) replaced by ``BulkDataURI`` placeholders for
+WADO-RS metadata. Every failure is an :class:`IngestError` with a stable ``code``.
+
+Character sets are decoded by pydicom from ``SpecificCharacterSet`` (GB18030, ISO_IR 192 and the
+ISO 2022 sets); a value it could not decode cleanly is noted in :attr:`Instance.warnings`.
+
+Blocking: this reads and parses with pydicom in the calling thread. From asyncio, call it through
+``asyncio.to_thread(ingest, path)``. pydicom reports problems through :mod:`warnings`, which this
+module captures with :func:`warnings.catch_warnings`; that context is process-wide before Python
+3.14, so a concurrent thread may, rarely, see its own warnings recorded here rather than shown.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from pydicom import dcmread
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
+
+__all__ = ["BULK_TAGS", "IngestError", "IngestErrorCode", "Instance", "ingest"]
+
+IngestErrorCode = Literal[
+    "not-dicom",
+    "truncated",
+    "malformed",
+    "missing-meta",
+    "missing-uid",
+    "bad-uid",
+    "inconsistent-meta",
+]
+
+UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_UNDEFINED = 0xFFFFFFFF
+_DEFLATED = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"})
+
+# Always served as bulk data, whatever their size: pixel data and waveform data.
+BULK_TAGS = frozenset(
+    {
+        0x7FE00008,  # Float Pixel Data
+        0x7FE00009,  # Double Float Pixel Data
+        0x7FE00010,  # Pixel Data
+        0x54001010,  # Waveform Data
+    }
+)
+# Other binary values longer than this are bulk data too (PS3.18 leaves the choice to the server).
+BULK_THRESHOLD = 1024
+_BULK_PLACEHOLDER = "bulkdata:"
+
+
+class IngestError(Exception):
+    """The file is refused; ``code`` says why, ``message`` says it for a person."""
+
+    def __init__(self, code: IngestErrorCode, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code: IngestErrorCode = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """What ingest learnt about one SOP instance. Strings are empty when the file has no value."""
+
+    study_uid: str
+    series_uid: str
+    instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    modality: str
+    patient_id: str
+    patient_name: str
+    patient_sex: str
+    patient_birth_date: str
+    study_date: str
+    study_time: str
+    accession_number: str
+    specific_character_set: tuple[str, ...]
+    number_of_frames: int | None  # None when the instance has no pixel data
+    rows: int | None
+    columns: int | None
+    # DICOM JSON model (PS3.18 F.2) of the data set without file meta; bulk data as BulkDataURI
+    # whose value is a relative path: "7FE00010" or "54000100/0/54001010" (tag/item/tag...).
+    metadata: Mapping[str, Any] = field(repr=False)
+    warnings: tuple[str, ...] = ()
+
+
+def ingest(source: bytes | Path) -> Instance:
+    """Validate and summarise one Part-10 file, given as its bytes or its path. Blocking."""
+    if isinstance(source, Path):
+        try:
+            data = source.read_bytes()
+        except OSError as exc:
+            raise IngestError("not-dicom", f"cannot read the file: {exc.strerror}") from None
+    else:
+        data = bytes(source)
+    _check_preamble(data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = _parse(data)
+            if any(_is_eof(w.message) for w in caught):
+                raise IngestError("truncated", "the file ends inside a data element")
+            _check_meta(ds)
+            _check_complete(ds, len(data))
+            uids = _check_uids(ds)
+            metadata = _metadata(ds)
+            instance = _summarise(ds, uids, metadata)
+        except IngestError:
+            raise
+        except Exception as exc:  # untrusted bytes: whatever else breaks is the file's fault
+            raise IngestError("malformed", f"cannot decode: {type(exc).__name__}") from None
+    if any(_is_eof(w.message) for w in caught):
+        raise IngestError("truncated", "the file ends inside a data element")
+    notes = tuple(dict.fromkeys(str(w.message) for w in caught))
+    return replace(instance, warnings=notes) if notes else instance
+
+
+def _is_eof(message: Warning | str) -> bool:
+    text = str(message)
+    return "EOF" in text or "End of file" in text or "delimiter" in text
+
+
+def _check_preamble(data: bytes) -> None:
+    if not data:
+        raise IngestError("not-dicom", "the file is empty")
+    if len(data) < 132:
+        if len(data) > 128 and b"DICM".startswith(data[128:]):
+            raise IngestError("truncated", "the file ends inside the DICM marker")
+        raise IngestError("not-dicom", "too short for a 128-byte preamble and the DICM marker")
+    if data[128:132] != b"DICM":
+        raise IngestError("not-dicom", "no DICM marker after a 128-byte preamble")
+
+
+def _parse(data: bytes) -> FileDataset:
+    fp: BinaryIO = io.BytesIO(data)
+    try:
+        return dcmread(fp, force=False)
+    except InvalidDicomError as exc:
+        raise IngestError("not-dicom", str(exc)) from None
+    except EOFError:
+        raise IngestError("truncated", "the file ends inside the file meta information") from None
+    except Exception as exc:  # untrusted bytes: any parser failure is the file's fault
+        raise IngestError("malformed", f"cannot parse: {type(exc).__name__}") from None
+
+
+def _check_meta(ds: FileDataset) -> None:
+    meta = ds.file_meta
+    for keyword in ("TransferSyntaxUID", "MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID"):
+        value = meta.get(keyword)
+        if not value:
+            raise IngestError("missing-meta", f"the file meta information has no {keyword}")
+        _check_uid(keyword, str(value))
+
+
+def _check_complete(ds: FileDataset, size: int) -> None:
+    """Refuse a data set whose elements claim more bytes than the file has.
+
+    pydicom reads a short value or a short last header without complaint; here each element's
+    start and length are checked against the file size. A sequence of undefined length is parsed
+    eagerly and carries no position; its truncation surfaces as pydicom's EOF warning instead. A
+    file cut exactly between two elements cannot be told from a whole one; required attributes
+    (UIDs) catch most of those. Deflated data sets have positions in the inflated stream.
+    """
+    if str(ds.file_meta.get("TransferSyntaxUID", "")) in _DEFLATED:
+        return
+    end = 132
+    last_is_raw = True
+    for tag in ds.keys():  # noqa: SIM118 (iterating a Dataset would convert every element)
+        raw: DataElement | RawDataElement = ds.get_item(tag)
+        last_is_raw = isinstance(raw, RawDataElement)
+        if isinstance(raw, RawDataElement):
+            if raw.length == _UNDEFINED:
+                length = len(raw.value or b"") + 8  # the value and its delimiter
+            else:
+                length = raw.length
+                if raw.value is not None and len(raw.value) < length:
+                    raise IngestError("truncated", f"element {tag} is shorter than its length")
+            end = max(end, raw.value_tell + length)
+    if end > size:
+        raise IngestError("truncated", "the file ends inside a data element")
+    if last_is_raw and end < size:  # bytes pydicom did not read as an element: a cut header
+        raise IngestError("truncated", "the file ends inside an element header")
+
+
+def _check_uid(name: str, value: str) -> None:
+    if len(value) > 64:
+        raise IngestError("bad-uid", f"{name} is longer than 64 characters")
+    if not UID_PATTERN.match(value):
+        raise IngestError("bad-uid", f"{name} is not a dotted-decimal UID")
+
+
+def _check_uids(ds: FileDataset) -> tuple[str, str, str, str]:
+    values: list[str] = []
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
+        try:
+            value = ds.get(keyword)
+        except Exception as exc:  # a value pydicom cannot convert
+            raise IngestError("malformed", f"{keyword}: {type(exc).__name__}") from None
+        if value is None or str(value).strip() == "":
+            raise IngestError("missing-uid", f"the data set has no {keyword}")
+        if isinstance(value, MultiValue):
+            raise IngestError("bad-uid", f"{keyword} has several values")
+        text = str(value)
+        _check_uid(keyword, text)
+        values.append(text)
+    study, series, sop_instance, sop_class = values
+    meta = ds.file_meta
+    if str(meta.MediaStorageSOPInstanceUID) != sop_instance:
+        raise IngestError("inconsistent-meta", "MediaStorageSOPInstanceUID ≠ SOPInstanceUID")
+    if str(meta.MediaStorageSOPClassUID) != sop_class:
+        raise IngestError("inconsistent-meta", "MediaStorageSOPClassUID ≠ SOPClassUID")
+    return study, series, sop_instance, sop_class
+
+
+def _metadata(ds: Dataset) -> dict[str, Any]:
+    def handler(_element: DataElement) -> str:
+        return _BULK_PLACEHOLDER
+
+    try:
+        model = ds.to_json_dict(BULK_THRESHOLD, handler)
+    except EOFError:
+        raise IngestError("truncated", "the file ends inside a sequence") from None
+    except IngestError:
+        raise
+    except Exception as exc:  # untrusted bytes: a value that does not decode
+        raise IngestError("malformed", f"cannot decode: {type(exc).__name__}") from None
+    _place_bulk(model, "")
+    return model
+
+
+def _place_bulk(model: dict[str, Any], prefix: str) -> None:
+    """Give each bulk value its path, and make the always-bulk tags bulk even when small."""
+    for tag, attr in model.items():
+        path = f"{prefix}{tag}"
+        if int(tag, 16) in BULK_TAGS and "InlineBinary" in attr:
+            del attr["InlineBinary"]
+            attr["BulkDataURI"] = _BULK_PLACEHOLDER
+        if attr.get("BulkDataURI") == _BULK_PLACEHOLDER:
+            attr["BulkDataURI"] = path
+        if attr.get("vr") == "SQ":
+            for index, item in enumerate(attr.get("Value", [])):
+                _place_bulk(item, f"{path}/{index}/")
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue):
+        return "\\".join(str(v) for v in value)
+    if isinstance(value, PersonName):
+        return str(value)
+    return str(value).strip()
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise IngestError("malformed", f"{keyword} is not an integer") from None
+
+
+def _summarise(
+    ds: FileDataset, uids: tuple[str, str, str, str], metadata: dict[str, Any]
+) -> Instance:
+    study, series, sop_instance, sop_class = uids
+    has_pixels = any(tag in ds for tag in (0x7FE00008, 0x7FE00009, 0x7FE00010))
+    frames = _int(ds, "NumberOfFrames")
+    charset = ds.get("SpecificCharacterSet")
+    charsets: tuple[str, ...]
+    if charset is None:
+        charsets = ()
+    elif isinstance(charset, MultiValue):
+        charsets = tuple(str(c) for c in charset)
+    else:
+        charsets = (str(charset),)
+    return Instance(
+        study_uid=study,
+        series_uid=series,
+        instance_uid=sop_instance,
+        sop_class_uid=sop_class,
+        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+        modality=_text(ds, "Modality"),
+        patient_id=_text(ds, "PatientID"),
+        patient_name=_text(ds, "PatientName"),
+        patient_sex=_text(ds, "PatientSex"),
+        patient_birth_date=_text(ds, "PatientBirthDate"),
+        study_date=_text(ds, "StudyDate"),
+        study_time=_text(ds, "StudyTime"),
+        accession_number=_text(ds, "AccessionNumber"),
+        specific_character_set=charsets,
+        number_of_frames=(frames if frames is not None else 1) if has_pixels else None,
+        rows=_int(ds, "Rows"),
+        columns=_int(ds, "Columns"),
+        metadata=metadata,
+    )

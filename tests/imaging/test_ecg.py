@@ -1,0 +1,212 @@
+"""ECG: leads in mV, the machine's annotations kept, our measurements beside them, the SVG page."""
+
+from __future__ import annotations
+
+import array
+import io
+import math
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian
+
+from imaging.ecg import LEAD_ORDER, Ecg, EcgError, Lead, detect_r_peaks, measure, read_ecg
+from imaging.ecgplot import render_svg
+from tests.imaging.dicomfiles import bundled
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.fixture(scope="module")
+def ecg() -> Ecg:
+    return read_ecg(bundled("waveform_ecg.dcm"))
+
+
+def test_leads_in_millivolts(ecg: Ecg) -> None:
+    assert [lead.label for lead in ecg.leads] == list(LEAD_ORDER)
+    assert ecg.sampling_hz == 1000
+    assert ecg.duration_s == 10
+    assert ecg.group_label == "RHYTHM"
+    lead_ii = ecg.lead("II")
+    assert lead_ii is not None
+    assert 0.5 < max(lead_ii.millivolts) - min(lead_ii.millivolts) < 5  # an R wave, in mV
+    # Einthoven: I + III = II, within rounding of the stored samples (1.25 µV each)
+    lead_i, lead_iii = ecg.lead("I"), ecg.lead("III")
+    assert lead_i is not None and lead_iii is not None
+    worst = max(
+        abs(a + c - b)
+        for a, b, c in zip(lead_i.millivolts, lead_ii.millivolts, lead_iii.millivolts, strict=True)
+    )
+    assert worst < 0.02
+
+
+def test_same_ecg_from_bytes_and_dataset(ecg: Ecg) -> None:
+    data = bundled("waveform_ecg.dcm").read_bytes()
+    assert read_ecg(data) == ecg
+    assert read_ecg(dcmread(io.BytesIO(data))) == ecg
+
+
+def test_machine_annotations_are_kept(ecg: Ecg) -> None:
+    ds = dcmread(bundled("waveform_ecg.dcm"))
+    assert len(ecg.annotations) == len(ds.WaveformAnnotationSequence)
+    assert ecg.statements == ("RITMO SINUSALE", "ECG NORMALE")
+    assert ecg.machine_measurement("RR Interval") == 982
+    assert ecg.machine_measurement("QRS Duration") == 75
+    assert ecg.machine_measurement("QT Interval") == 368
+    rr = next(a for a in ecg.annotations if a.concept == "RR Interval")
+    assert rr.unit == "ms"
+    qrs_onset = next(a for a in ecg.annotations if a.concept == "QRS Onset")
+    assert qrs_onset.sample_positions == (460,)
+
+
+def test_measurements_are_computed_beside_the_machine(ecg: Ecg) -> None:
+    m = measure(ecg)
+    assert m.source == "computed"
+    assert m.lead == "II"
+    assert len(m.r_peaks) == 10  # 10 s at about 61 bpm
+    assert m.heart_rate_bpm is not None
+    assert 40 < m.heart_rate_bpm < 150
+    assert abs(m.heart_rate_bpm - 60_000 / (sum(m.rr_ms) / len(m.rr_ms))) <= 5
+    machine_rr = ecg.machine_measurement("RR Interval")
+    assert machine_rr is not None
+    assert abs(m.heart_rate_bpm - 60_000 / machine_rr) <= 5
+    assert m.qrs_ms is not None
+    assert 60 <= m.qrs_ms <= 110
+    # the machine's value is still there, unchanged
+    assert ecg.machine_measurement("QRS Duration") == 75
+
+
+def _synthetic(bpm: float, fs: float, seconds: float) -> tuple[list[float], list[int]]:
+    """Gaussian QRS (1.2 mV, σ 12 ms) and T (0.3 mV, 300 ms later), baseline wander, hum."""
+    n = round(seconds * fs)
+    rr = 60 / bpm
+    beats = [round((0.4 + k * rr) * fs) for k in range(int((seconds - 0.5) / rr))]
+    out = []
+    for i in range(n):
+        t = i / fs
+        v = 0.3 * math.sin(2 * math.pi * 0.3 * t) + 0.03 * math.sin(2 * math.pi * 50 * t)
+        for b in beats:
+            dt = t - b / fs
+            if -0.1 < dt < 0.6:
+                v += 1.2 * math.exp(-((dt / 0.012) ** 2) / 2)
+                v += 0.3 * math.exp(-(((dt - 0.3) / 0.05) ** 2) / 2)
+        out.append(v)
+    return out, beats
+
+
+@pytest.mark.parametrize(("bpm", "fs"), [(45, 500), (75, 500), (150, 250), (110, 1000)])
+def test_detector_finds_synthetic_beats(bpm: float, fs: float) -> None:
+    signal, beats = _synthetic(bpm, fs, 10)
+    peaks = detect_r_peaks(signal, fs)
+    assert len(peaks) == len(beats)
+    assert all(abs(p - b) <= 0.01 * fs for p, b in zip(peaks, beats, strict=True))
+
+
+def test_detector_on_a_flat_line() -> None:
+    assert detect_r_peaks([0.0] * 5000, 500) == ()
+    assert detect_r_peaks([0.1] * 100, 500) == ()  # under a second
+    flat = Ecg(500, (Lead("II", (0.0,) * 5000),), (), "RHYTHM")
+    m = measure(flat)
+    assert (m.r_peaks, m.heart_rate_bpm, m.qrs_ms) == ((), None, None)
+
+
+def _waveform_file(signal: list[float], fs: float, sensitivity_uv: float, baseline: int) -> bytes:
+    """A 12-lead ECG Waveform Storage file; every lead carries the same signal."""
+    stored = [round(v * 1000 / sensitivity_uv) - baseline for v in signal]
+    samples = array.array("h", [s for s in stored for _ in range(12)])
+    channels = []
+    for label in LEAD_ORDER:
+        source = Dataset()
+        source.CodeValue = "x"
+        source.CodingSchemeDesignator = "SCPECG"
+        source.CodeMeaning = f"Lead {label}"
+        unit = Dataset()
+        unit.CodeValue = "uV"
+        unit.CodingSchemeDesignator = "UCUM"
+        unit.CodeMeaning = "microvolt"
+        channel = Dataset()
+        channel.ChannelSourceSequence = Sequence([source])
+        channel.ChannelSensitivity = str(sensitivity_uv)
+        channel.ChannelSensitivityUnitsSequence = Sequence([unit])
+        channel.ChannelSensitivityCorrectionFactor = "1"
+        channel.ChannelBaseline = str(baseline)
+        channel.WaveformBitsStored = 16
+        channels.append(channel)
+    group = Dataset()
+    group.MultiplexGroupLabel = "RHYTHM"
+    group.SamplingFrequency = str(fs)
+    group.NumberOfWaveformChannels = 12
+    group.NumberOfWaveformSamples = len(signal)
+    group.WaveformBitsAllocated = 16
+    group.WaveformSampleInterpretation = "SS"
+    group.ChannelDefinitionSequence = Sequence(channels)
+    group.WaveformData = samples.tobytes()
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.9.1.1"
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.9"
+    ds.Modality = "ECG"
+    ds.WaveformSequence = Sequence([group])
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_sensitivity_and_baseline_are_applied() -> None:
+    signal, beats = _synthetic(90, 500, 10)
+    ecg = read_ecg(_waveform_file(signal, 500, sensitivity_uv=2.5, baseline=-100))
+    assert len(ecg.leads) == 12
+    lead_v6 = ecg.lead("V6")
+    assert lead_v6 is not None
+    assert max(abs(a - b) for a, b in zip(lead_v6.millivolts, signal, strict=True)) <= 0.0013
+    m = measure(ecg)
+    assert m.heart_rate_bpm is not None and abs(m.heart_rate_bpm - 90) < 1
+    assert len(m.r_peaks) == len(beats)
+    assert ecg.annotations == () and ecg.statements == ()
+
+
+def test_a_file_without_waveforms_is_refused() -> None:
+    with pytest.raises(EcgError):
+        read_ecg(bundled("CT_small.dcm"))
+
+
+def _path_points(d: str) -> list[tuple[float, float]]:
+    numbers = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", d)]
+    return list(zip(numbers[0::2], numbers[1::2], strict=True))
+
+
+def test_svg_page(ecg: Ecg) -> None:
+    m = measure(ecg)
+    svg = render_svg(ecg, m)
+    root = ET.fromstring(svg)  # noqa: S314 (our own output)
+    assert root.tag == f"{SVG}svg"
+    paths = list(root.iter(f"{SVG}path"))
+    leads = [p for p in paths if "lead" in p.get("class", "").split()]
+    assert [p.get("data-lead") for p in leads] == [
+        "I", "aVR", "V1", "V4", "II", "aVL", "V2", "V5", "III", "aVF", "V3", "V6", "II",
+    ]  # fmt: skip
+    assert "rhythm" in leads[-1].get("class", "")
+    by_id = {p.get("id"): p for p in paths if p.get("id")}
+    # 1 mm and 5 mm grids over 260 × 160 mm: one move per vertical and horizontal line
+    assert by_id["grid-minor"].get("d", "").count("M") == 261 + 161
+    assert by_id["grid-major"].get("d", "").count("M") == 53 + 33
+    assert len([p for p in paths if p.get("class") == "calibration"]) == 4
+    # 25 mm/s: the rhythm strip spans 10 s = 250 mm; 10 mm/mV: its height is 10 × its mV range
+    rhythm = _path_points(leads[-1].get("d", ""))
+    xs, ys = [x for x, _ in rhythm], [y for _, y in rhythm]
+    assert 249 <= max(xs) - min(xs) <= 250
+    lead_ii = ecg.lead("II")
+    assert lead_ii is not None
+    mv_range = max(lead_ii.millivolts) - min(lead_ii.millivolts)
+    assert abs((max(ys) - min(ys)) - 10 * mv_range) < 0.2
+    # each 3×4 trace is 2.5 s = 62.5 mm wide
+    first = _path_points(leads[0].get("d", ""))
+    assert 62 <= max(x for x, _ in first) - min(x for x, _ in first) <= 62.5
+    text = "".join(t.text or "" for t in root.iter(f"{SVG}text"))
+    assert "RITMO SINUSALE" in text and "Computed (lead II): HR 61 bpm" in text
+    assert "QRS 75" in text  # the machine's value, shown beside ours
