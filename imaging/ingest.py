@@ -51,15 +51,16 @@ UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _UNDEFINED = 0xFFFFFFFF
 _DEFLATED = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"})
 
-# Always served as bulk data, whatever their size: pixel data and waveform data.
-BULK_TAGS = frozenset(
-    {
-        0x7FE00008,  # Float Pixel Data
-        0x7FE00009,  # Double Float Pixel Data
-        0x7FE00010,  # Pixel Data
-        0x54001010,  # Waveform Data
-    }
-)
+# Always served as bulk data, whatever their size: pixel data and waveform data (tag: VR when the
+# transfer syntax is implicit).
+BULK_TAGS = {
+    0x7FE00008: "OF",  # Float Pixel Data
+    0x7FE00009: "OD",  # Double Float Pixel Data
+    0x7FE00010: "OW",  # Pixel Data
+    0x54001010: "OW",  # Waveform Data
+}
+_PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
+DEFER_SIZE = 64 * 1024
 # Other binary values longer than this are bulk data too (PS3.18 leaves the choice to the server).
 BULK_THRESHOLD = 1024
 _BULK_PLACEHOLDER = "bulkdata:"
@@ -105,23 +106,29 @@ def ingest(source: bytes | Path) -> Instance:
     """Validate and summarise one Part-10 file, given as its bytes or its path. Blocking."""
     if isinstance(source, Path):
         try:
-            data = source.read_bytes()
+            size = source.stat().st_size
+            with source.open("rb") as fh:
+                head = fh.read(132)
         except OSError as exc:
             raise IngestError("not-dicom", f"cannot read the file: {exc.strerror}") from None
+        _check_preamble(head, size)
+        parse_from: BinaryIO | Path = source
     else:
-        data = bytes(source)
-    _check_preamble(data)
+        size = len(source)
+        _check_preamble(bytes(source[:132]), size)
+        parse_from = io.BytesIO(source)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ds = _parse(data)
+            ds = _parse(parse_from)
             if any(_is_eof(w.message) for w in caught):
                 raise IngestError("truncated", "the file ends inside a data element")
             _check_meta(ds)
-            _check_complete(ds, len(data))
+            _check_complete(ds, size)
             uids = _check_uids(ds)
+            has_pixels = any(tag in ds for tag in _PIXEL_TAGS)
             metadata = _metadata(ds)
-            instance = _summarise(ds, uids, metadata)
+            instance = _summarise(ds, uids, metadata, has_pixels=has_pixels)
         except IngestError:
             raise
         except Exception as exc:  # untrusted bytes: whatever else breaks is the file's fault
@@ -137,21 +144,24 @@ def _is_eof(message: Warning | str) -> bool:
     return "EOF" in text or "End of file" in text or "delimiter" in text
 
 
-def _check_preamble(data: bytes) -> None:
-    if not data:
+def _check_preamble(head: bytes, size: int) -> None:
+    """``head`` is the first 132 bytes (or fewer) of a file of ``size`` bytes."""
+    if size == 0:
         raise IngestError("not-dicom", "the file is empty")
-    if len(data) < 132:
-        if len(data) > 128 and b"DICM".startswith(data[128:]):
+    if size < 132:
+        if size > 128 and b"DICM".startswith(head[128:]):
             raise IngestError("truncated", "the file ends inside the DICM marker")
         raise IngestError("not-dicom", "too short for a 128-byte preamble and the DICM marker")
-    if data[128:132] != b"DICM":
+    if head[128:132] != b"DICM":
         raise IngestError("not-dicom", "no DICM marker after a 128-byte preamble")
 
 
-def _parse(data: bytes) -> FileDataset:
-    fp: BinaryIO = io.BytesIO(data)
+def _parse(source: BinaryIO | Path) -> FileDataset:
+    # From a path, values over DEFER_SIZE (pixel data) stay on disk: memory does not grow with
+    # the file. From bytes, they are in memory already.
     try:
-        return dcmread(fp, force=False)
+        defer = DEFER_SIZE if isinstance(source, Path) else None
+        return dcmread(source, force=False, defer_size=defer)
     except InvalidDicomError as exc:
         raise IngestError("not-dicom", str(exc)) from None
     except EOFError:
@@ -183,7 +193,7 @@ def _check_complete(ds: FileDataset, size: int) -> None:
     end = 132
     last_is_raw = True
     for tag in ds.keys():  # noqa: SIM118 (iterating a Dataset would convert every element)
-        raw: DataElement | RawDataElement = ds.get_item(tag)
+        raw: DataElement | RawDataElement = ds.get_item(tag, keep_deferred=True)
         last_is_raw = isinstance(raw, RawDataElement)
         if isinstance(raw, RawDataElement):
             if raw.length == _UNDEFINED:
@@ -230,6 +240,14 @@ def _check_uids(ds: FileDataset) -> tuple[str, str, str, str]:
 
 
 def _metadata(ds: Dataset) -> dict[str, Any]:
+    """The JSON model. Top-level bulk data is taken out of ``ds`` first, never read."""
+    bulk: dict[str, Any] = {}
+    for tag in [tag for tag in ds.keys() if tag in BULK_TAGS]:  # noqa: SIM118
+        element: DataElement | RawDataElement = ds.get_item(tag, keep_deferred=True)
+        vr = element.VR if element.VR in {"OB", "OW", "OF", "OD"} else BULK_TAGS[tag]
+        bulk[f"{tag:08X}"] = {"vr": vr, "BulkDataURI": f"{tag:08X}"}
+        del ds[tag]
+
     def handler(_element: DataElement) -> str:
         return _BULK_PLACEHOLDER
 
@@ -242,7 +260,8 @@ def _metadata(ds: Dataset) -> dict[str, Any]:
     except Exception as exc:  # untrusted bytes: a value that does not decode
         raise IngestError("malformed", f"cannot decode: {type(exc).__name__}") from None
     _place_bulk(model, "")
-    return model
+    model.update(bulk)
+    return dict(sorted(model.items()))
 
 
 def _place_bulk(model: dict[str, Any], prefix: str) -> None:
@@ -281,10 +300,9 @@ def _int(ds: Dataset, keyword: str) -> int | None:
 
 
 def _summarise(
-    ds: FileDataset, uids: tuple[str, str, str, str], metadata: dict[str, Any]
+    ds: FileDataset, uids: tuple[str, str, str, str], metadata: dict[str, Any], *, has_pixels: bool
 ) -> Instance:
     study, series, sop_instance, sop_class = uids
-    has_pixels = any(tag in ds for tag in (0x7FE00008, 0x7FE00009, 0x7FE00010))
     frames = _int(ds, "NumberOfFrames")
     charset = ds.get("SpecificCharacterSet")
     charsets: tuple[str, ...]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
+from pathlib import Path
 from typing import get_args
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydicom import dcmread
 
 from imaging.ingest import IngestError, IngestErrorCode, Instance, ingest
 from tests.imaging.dicomfiles import INSTANCE_UID, SECONDARY_CAPTURE, STUDY_UID, build, bundled
@@ -180,3 +183,38 @@ def test_mutated_files_give_a_result_or_an_ingest_error(data: bytes) -> None:
         json.dumps(result.metadata)
         return
     assert code in get_args(IngestErrorCode)
+
+
+def _large_file(tmp_path: Path, megabytes: int) -> Path:
+    """CT_small with its pixel data grown to ``megabytes`` (a multi-frame-sized value)."""
+    ds = dcmread(bundled("CT_small.dcm"))
+    ds.NumberOfFrames = megabytes * (1 << 20) // (128 * 128 * 2)
+    ds.PixelData = bytes(megabytes << 20)
+    path = tmp_path / "large.dcm"
+    ds.save_as(path)
+    return path
+
+
+def test_pixel_data_stays_on_disk_when_ingesting_a_path(tmp_path: Path) -> None:
+    path = _large_file(tmp_path, 32)
+    tracemalloc.start()
+    try:
+        instance = ingest(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert instance.number_of_frames == 1024
+    assert instance.metadata["7FE00010"] == {"vr": "OW", "BulkDataURI": "7FE00010"}
+    assert peak < 4 << 20  # the 32 MB value was never read
+
+
+def test_a_path_cut_inside_pixel_data_is_truncated(tmp_path: Path) -> None:
+    path = _large_file(tmp_path, 2)
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(path.read_bytes()[: -(1 << 20)])
+    with pytest.raises(IngestError) as caught:
+        ingest(cut)
+    assert caught.value.code == "truncated"
+    with pytest.raises(IngestError) as missing:
+        ingest(tmp_path / "absent.dcm")
+    assert missing.value.code == "not-dicom"
