@@ -57,7 +57,14 @@ def configure(level: str = "INFO", *, as_json: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-PARAMETER_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool", "asyncpg", "alembic")
+PARAMETER_LOGGERS = (
+    "aiosqlite",
+    "sqlalchemy.engine",
+    "sqlalchemy.pool",
+    "asyncpg",
+    "alembic",
+    "pydicom",  # logs invalid element values, which may be patient data
+)
 
 
 class AccessLogger(AbstractAccessLogger):
