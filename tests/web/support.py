@@ -26,6 +26,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # Video calls: a fake camera and microphone, and getUserMedia granted without a prompt.
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
 ]
 DIST_INDEX = ROOT / "web" / "dist" / "index.html"
 

@@ -24,6 +24,7 @@ export type Permission =
   | 'consult.coordinate'
   | 'figures.read'
   | 'referral'
+  | 'call'
 
 export type CentreCode = 'ecg' | 'imaging' | 'consultation' | 'lab' | 'pathology'
 

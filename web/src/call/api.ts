@@ -1,0 +1,53 @@
+// The calls API (docs/api.md): start, answer, report media, leave; and the ICE servers.
+
+import { api } from '../api'
+
+export type CallState = 'ringing' | 'accepted' | 'declined' | 'connected' | 'ended' | 'timed_out'
+
+export interface CallParticipant {
+  user_id: string
+  display_name: string
+  answer: string
+  invited_at: string
+  joined_at: string | null
+  left_at: string | null
+}
+
+export interface CallOut {
+  id: string
+  consult_id: string
+  state: CallState
+  created_by_user_id: string
+  created_at: string
+  accepted_at: string | null
+  connected_at: string | null
+  ended_at: string | null
+  participants: CallParticipant[]
+}
+
+export interface IceServer {
+  urls: string[]
+  username?: string | null
+  credential?: string | null
+}
+
+export const startCall = (consultId: string, inviteeIds: string[]): Promise<CallOut> =>
+  api.post<CallOut>(`/api/v1/consults/${consultId}/calls`, { invitee_ids: inviteeIds })
+export const getCall = (callId: string): Promise<CallOut> => api.get<CallOut>(`/api/v1/calls/${callId}`)
+export const acceptCall = (callId: string): Promise<CallOut> => api.post<CallOut>(`/api/v1/calls/${callId}/accept`, {})
+export const declineCall = (callId: string): Promise<CallOut> => api.post<CallOut>(`/api/v1/calls/${callId}/decline`, {})
+export const reportConnected = (callId: string): Promise<CallOut> =>
+  api.post<CallOut>(`/api/v1/calls/${callId}/connected`, {})
+export const hangupCall = (callId: string): Promise<CallOut> => api.post<CallOut>(`/api/v1/calls/${callId}/hangup`, {})
+
+export async function iceServers(): Promise<RTCIceServer[]> {
+  const body = await api.get<{ ice_servers: IceServer[] }>('/api/v1/rtc/ice-servers')
+  return body.ice_servers.map((s) => ({
+    urls: s.urls,
+    ...(s.username ? { username: s.username } : {}),
+    ...(s.credential ? { credential: s.credential } : {}),
+  }))
+}
+
+/** Call events (call.ringing, call.accepted, …) carry the call id in their payload. */
+export const CALL_EVENT_TYPES = ['call.ringing', 'call.accepted', 'call.declined', 'call.connected', 'call.ended', 'call.timed_out']
