@@ -228,3 +228,87 @@ async def test_browser_calls_an_aiortc_specialist(
         finally:
             await peer.close()
             await context.close()
+
+
+async def test_aiortc_specialist_calls_the_browser(
+    live_server: HuizhenProcess, browser: Browser
+) -> None:
+    """The other way round: the specialist rings, the station answers in the browser, the
+    specialist offers (its full SDP), the browser answers and trickles; the specialist hangs up."""
+    async with aiohttp.ClientSession(base_url=live_server.url) as http:
+        rest = Rest(http)
+        await rest.login("chengguan")
+        token = await rest.login("consult")
+        station_user = (await rest.call("GET", "/api/v1/auth/me", "chengguan"))["id"]
+        found = await rest.call("GET", "/api/v1/patients?name=张桂兰", "chengguan")
+        consult = await rest.call(
+            "POST",
+            "/api/v1/consults",
+            "chengguan",
+            json={
+                "patient_id": found["items"][0]["id"],
+                "centre": "consultation",
+                "question": "视频会诊：心电图异常",
+            },
+        )
+        cid = str(consult["id"])
+        await rest.call("POST", f"/api/v1/consults/{cid}/claim", "consult", json={})
+
+        peer = AiortcPeer(live_server.url, token)
+        context, page, watch = await new_page(browser, live_server)
+        try:
+            await peer.connect()
+            await page.goto("/")
+            await sign_in(page, "chengguan")
+            await expect(page.get_by_test_id("home-grassroots_doctor")).to_be_visible()
+            await page.goto(f"/consults/{cid}?debug")
+            await expect(page.get_by_test_id("shell")).to_have_attribute("data-feed", "live")
+            await expect(page.get_by_test_id("call-start")).to_be_visible()
+
+            call = await rest.call(
+                "POST",
+                f"/api/v1/consults/{cid}/calls",
+                "consult",
+                json={"invitee_ids": [station_user]},
+            )
+            call_id = str(call["id"])
+            joined = await peer.sio.call("call.join", {"call_id": call_id}, timeout=10)
+            assert joined == {"joined": call_id}
+
+            ring = page.get_by_test_id("call-incoming")
+            await expect(ring).to_contain_text("发起视频会诊")
+            await expect(ring).to_contain_text("李主任")
+            await ring.get_by_test_id("call-accept").click()
+            await expect(page.get_by_test_id("call-panel")).to_be_visible()
+
+            async with asyncio.timeout(30):
+                await peer.next_event(cid, "call.accepted")
+                peer.pc.addTrack(VideoStreamTrack())
+                await peer.pc.setLocalDescription(await peer.pc.createOffer())
+                relayed = await peer.sio.call(
+                    "call.signal",
+                    {"call_id": call_id, "kind": "offer", "sdp": peer.pc.localDescription.sdp},
+                    timeout=10,
+                )
+                assert relayed == {"relayed": True}
+                answer = await peer.next_signal("answer")
+                await peer.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+                peer.tasks.append(asyncio.create_task(peer.trickle()))
+                await peer.enough_frames.wait()
+            await page.wait_for_function(BROWSER_FRAMES, arg=FRAMES, timeout=30_000)
+            await expect(page.get_by_test_id("call-status")).to_have_text("已接通")
+
+            # The specialist hangs up: the page closes the panel and says so.
+            await peer.sio.call("call.signal", {"call_id": call_id, "kind": "hangup"}, timeout=10)
+            ended = await rest.call("POST", f"/api/v1/calls/{call_id}/hangup", "consult")
+            assert ended["state"] == "ended"
+            await expect(page.get_by_test_id("call-panel")).to_have_count(0)
+            await expect(page.get_by_test_id("call-notice")).to_be_visible()
+            await expect(page.get_by_test_id("call-start")).to_be_visible()
+            timeline = page.get_by_test_id("consult-timeline")
+            for step in ("发起视频会诊", "接听视频会诊", "视频会诊结束"):
+                await expect(timeline).to_contain_text(step)
+            watch.check()
+        finally:
+            await peer.close()
+            await context.close()
