@@ -77,6 +77,8 @@ export function useFeedNotices(): void {
         return event.payload.assignee_id === me.value?.id
           ? { type: 'info', title: t('feed.assignedTitle'), message: t('feed.assigned', { centre }) }
           : null
+      case 'call.ringing':
+        return { type: 'warning', title: t('call.ringTitle'), message: t('call.ringMessage'), duration: 30_000 }
       case 'consult.message':
         return { type: 'info', title: t('feed.messageTitle'), message: t('feed.message', { centre }) }
       case 'consult.attachment':
@@ -124,7 +126,7 @@ export function useFeedNotices(): void {
       const options = notice(event)
       if (!options || shown >= SHOWN_PER_POLL) continue
       // A message or file for the consult on screen shows up in its panel already.
-      if ((event.type === 'consult.message' || event.type === 'consult.attachment') && onConsultPage(event.consult_id)) continue
+      if ((event.type === 'consult.message' || event.type === 'consult.attachment' || event.type === 'call.ringing') && onConsultPage(event.consult_id)) continue
       shown += 1
       const id = event.consult_id
       const { to, ...display } = options

@@ -148,6 +148,8 @@ const en: Messages = {
     timedOut: 'No answer.',
     ended: 'The call has ended.',
     remoteHangup: 'The other side hung up.',
+    ringTitle: 'Video call',
+    ringMessage: 'You are being called for a video consultation. Open the consult to answer.',
     status: {
       ringing: 'Ringing…',
       starting: 'Starting camera…',

@@ -149,6 +149,8 @@ const zhCN = {
     timedOut: '无人接听。',
     ended: '通话已结束。',
     remoteHangup: '对方已挂断。',
+    ringTitle: '视频会诊来电',
+    ringMessage: '有视频会诊呼叫您，点击打开会诊接听。',
     status: {
       ringing: '正在呼叫…',
       starting: '正在打开摄像头…',
