@@ -24,6 +24,7 @@ from server.consults import display_names, load_consult
 from server.events import user_stream
 from server.models import (
     CallParticipant,
+    Centre,
     Consult,
     ConsultTransition,
     Institution,
@@ -151,10 +152,11 @@ def _timeline(call: Call[Any, Any], consult: Consult, action: str, **detail: Any
     )
 
 
-def _payload(video: VideoCall, **extra: Any) -> dict[str, Any]:
+def _payload(video: VideoCall, centre: Centre, **extra: Any) -> dict[str, Any]:
     return {
         "call_id": str(video.id),
         "consult_id": str(video.consult_id),
+        "centre": centre.value,
         "state": video.state.value,
         **extra,
     }
@@ -192,13 +194,17 @@ async def _move(call: Call[Any, Any], video: VideoCall, action: CallAction, **ch
 
 
 def _announce(
-    call: Call[Any, Any], video: VideoCall, people: list[CallParticipant], type_: str
+    call: Call[Any, Any],
+    video: VideoCall,
+    consult: Consult,
+    people: list[CallParticipant],
+    type_: str,
 ) -> None:
     call.publish(
         [user_stream(p.user_id) for p in people],
         type_,
         consult_id=video.consult_id,
-        payload=_payload(video),
+        payload=_payload(video, consult.centre),
     )
 
 
@@ -266,7 +272,7 @@ async def start_call(call: Call[CallCreate, None]) -> CallOut:
         [user_stream(i) for i in invitees],
         "call.ringing",
         consult_id=consult.id,
-        payload=_payload(video, caller_id=str(p.user_id)),
+        payload=_payload(video, consult.centre, caller_id=str(p.user_id)),
     )
     return await _out(call.session, video)
 
@@ -316,7 +322,7 @@ async def invite(call: Call[InviteBody, None]) -> CallOut:
         [user_stream(call.body.user_id)],
         "call.ringing",
         consult_id=consult.id,
-        payload=_payload(video, caller_id=str(call.principal.user_id)),
+        payload=_payload(video, consult.centre, caller_id=str(call.principal.user_id)),
     )
     return await _out(call.session, video)
 
@@ -341,7 +347,7 @@ async def accept(call: Call[None, None]) -> CallOut:
     me.answer = "accepted"
     _timeline(call, consult, "call.accept", call_id=video.id)
     await call.session.flush()
-    _announce(call, video, await _participants(call.session, video.id), "call.accepted")
+    _announce(call, video, consult, await _participants(call.session, video.id), "call.accepted")
     return await _out(call.session, video)
 
 
@@ -366,7 +372,7 @@ async def decline(call: Call[None, None]) -> CallOut:
         p.answer == "declined" for p in people if p.user_id != video.created_by_user_id
     ):
         await _move(call, video, CallAction.DECLINE, ended_at=utcnow())
-    _announce(call, video, people, "call.declined")
+    _announce(call, video, consult, people, "call.declined")
     return await _out(call.session, video)
 
 
@@ -390,7 +396,9 @@ async def connected(call: Call[None, None]) -> CallOut:
         _timeline(call, consult, "call.join", call_id=video.id)
     await call.session.flush()
     if first:
-        _announce(call, video, await _participants(call.session, video.id), "call.connected")
+        _announce(
+            call, video, consult, await _participants(call.session, video.id), "call.connected"
+        )
     return await _out(call.session, video)
 
 
@@ -419,7 +427,7 @@ async def hangup(call: Call[None, None]) -> CallOut:
     if len(remaining) + (len(ringing) if video.state is CallState.RINGING else 0) < 2:
         await _move(call, video, CallAction.END, ended_at=now)
         _timeline(call, consult, "call.end", call_id=video.id)
-        _announce(call, video, people, "call.ended")
+        _announce(call, video, consult, people, "call.ended")
     return await _out(call.session, video)
 
 

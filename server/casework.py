@@ -171,7 +171,7 @@ async def release_consult(call: Call[NoteBody, None]) -> ConsultDetail:
         claimed_at=None,
     )
     call.publish(
-        [centre_stream(consult.centre)],
+        [centre_stream(consult.centre), *requester_streams(consult)],
         "consult.released",
         consult_id=consult.id,
         payload=event_payload(consult),

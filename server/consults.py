@@ -21,6 +21,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from server.audit import Entry, Outcome
 from server.consultflow import (
+    LIVE_CALL_STATES,
     ConsultAction,
     ConsultState,
     Priority,
@@ -36,6 +37,7 @@ from server.models import (
     ReportState,
     TurnaroundTarget,
     User,
+    VideoCall,
     utcnow,
 )
 from server.policy import (
@@ -122,6 +124,8 @@ class ConsultOut(ResponseModel):
 class ConsultDetail(ConsultOut):
     timeline: list[TransitionOut]
     reports: list[ReportBrief]
+    #: The call ringing or under way on this consult, if any (to show a ring or rejoin).
+    live_call_id: uuid.UUID | None = None
 
 
 class ConsultList(ResponseModel):
@@ -382,10 +386,16 @@ async def consult_detail(call: Call[Any, Any], consult: Consult, patient: Patien
         step = TransitionOut.model_validate(t)
         step.actor_name = names.get(t.actor_user_id) if t.actor_user_id else None
         steps.append(step)
+    live_call = await call.session.scalar(
+        select(VideoCall.id).where(
+            VideoCall.consult_id == consult.id, VideoCall.state.in_(LIVE_CALL_STATES)
+        )
+    )
     return ConsultDetail(
         **consult_out(consult, patient, names).model_dump(),
         timeline=steps,
         reports=[ReportBrief.model_validate(r) for r in reports],
+        live_call_id=live_call,
     )
 
 

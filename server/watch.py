@@ -126,7 +126,12 @@ async def _unanswered_calls(
                 tuple(events.user_stream(u) for u in people),
                 "call.timed_out",
                 video.consult_id,
-                {"call_id": str(video.id), "consult_id": str(video.consult_id), "state": new.value},
+                {
+                    "call_id": str(video.id),
+                    "consult_id": str(video.consult_id),
+                    "centre": consult.centre.value if consult else None,
+                    "state": new.value,
+                },
             )
         )
     return done

@@ -218,6 +218,16 @@ class Realtime:
         if not await self._member(sid, call_id):
             return _error("forbidden", "you are not a member of this call")
         await self.sio.enter_room(sid, f"call:{call_id}")
+        # Tell the others: a caller waits for this before sending its offer.
+        await self.bus.publish(
+            SIGNAL_CHANNEL,
+            {
+                "call_id": call_id,
+                "from": self.users[sid],
+                "to": None,
+                "message": {"call_id": call_id, "kind": "joined"},
+            },
+        )
         return {"joined": call_id}
 
     async def _call_leave(self, sid: str, data: Any = None) -> dict[str, Any]:

@@ -43,7 +43,10 @@ async def test_call_lifecycle_in_the_timeline(api: Api) -> None:
     assert status == 201
     assert call["state"] == "ringing"
     _, feed = await api.get("/api/v1/events", "consult")
-    assert "call.ringing" in [e["type"] for e in feed["items"]]
+    ringing = [e for e in feed["items"] if e["type"] == "call.ringing"]
+    assert ringing[0]["payload"]["centre"] == "consultation"
+    _, detail = await api.get(f"/api/v1/consults/{cid}", "chengguan")
+    assert detail["live_call_id"] == call["id"]
     # One live call per consult; outsiders cannot be invited nor see it.
     assert (
         await api.post(
@@ -74,6 +77,8 @@ async def test_call_lifecycle_in_the_timeline(api: Api) -> None:
     await api.post(f"/api/v1/calls/{call['id']}/hangup", "neuro")  # declines by leaving
     status, left = await api.post(f"/api/v1/calls/{call['id']}/hangup", "consult")
     assert left["state"] == "ended"
+    _, detail = await api.get(f"/api/v1/consults/{cid}", "chengguan")
+    assert detail["live_call_id"] is None
     _, consult = await api.get(f"/api/v1/consults/{cid}", "chengguan")
     actions = [t["action"] for t in consult["timeline"] if t["action"].startswith("call.")]
     assert actions == [
@@ -151,6 +156,9 @@ async def test_two_aiortc_peers_through_the_server(api: Api) -> None:
     try:
         assert await station.connect(call["id"]) == {"joined": call["id"]}
         assert await expert.connect(call["id"]) == {"joined": call["id"]}
+        joined = await asyncio.wait_for(station.signals.get(), 10)
+        assert joined["kind"] == "joined"
+        assert joined["from"] == specialist
         refused = await outsider.connect(call["id"])
         assert refused["error"]["code"] == "forbidden"
 
@@ -225,6 +233,7 @@ async def test_bad_signals_are_refused_and_never_relayed(api: Api) -> None:
     try:
         await station.connect(call["id"])
         await expert.connect(call["id"])
+        assert (await asyncio.wait_for(station.signals.get(), 10))["kind"] == "joined"
         bad: list[Any] = [
             None,
             {"call_id": call["id"], "kind": "shout"},

@@ -157,8 +157,10 @@ async def test_claims_belong_to_their_specialist(api: Api) -> None:
         f"/api/v1/consults/{cid}/reports", "consult", json=IMAGING_REPORT
     )
     assert status == 422
-    # Release, then neuro may claim.
+    # Release, then neuro may claim; the requesting station hears of the release.
     assert (await api.post(f"/api/v1/consults/{cid}/release", "consult", json={}))[0] == 200
+    _, station_feed = await api.get("/api/v1/events?after=0", "chengguan")
+    assert "consult.released" in [e["type"] for e in station_feed["items"]]
     assert (await api.post(f"/api/v1/consults/{cid}/claim", "neuro", json={}))[0] == 200
 
 
