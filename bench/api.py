@@ -156,8 +156,11 @@ class Target:
         return [postmaster, *children_of(postmaster)]
 
 
-def start_target(key: str, workdir: Path, stack: contextlib.ExitStack) -> Target:
-    data_dir = workdir / key
+def prepare_database(
+    key: str, data_dir: Path, workdir: Path, stack: contextlib.ExitStack
+) -> tuple[dict[str, str], str, Postgres | None]:
+    """A migrated, seeded database for ``key`` (sqlite or postgresql) and the server's
+    environment for it; shared by both harnesses."""
     data_dir.mkdir(parents=True)
     env = {
         "HUIZHEN_DATA_DIR": str(data_dir),
@@ -176,6 +179,11 @@ def start_target(key: str, workdir: Path, stack: contextlib.ExitStack) -> Target
     else:
         url = f"sqlite+aiosqlite:///{data_dir / 'huizhen.db'}"
     asyncio.run(_prepare(url))
+    return env, url, postgres
+
+
+def start_target(key: str, workdir: Path, stack: contextlib.ExitStack) -> Target:
+    env, _, postgres = prepare_database(key, workdir / key, workdir, stack)
     server = HuizhenProcess(env=env)
     stack.callback(server.stop)
     server.start()

@@ -27,7 +27,6 @@ import json
 import math
 import os
 import platform
-import secrets
 import signal
 import sqlite3
 import statistics
@@ -52,9 +51,9 @@ from bench.api import (
     Target,
     _cpu,
     _first_line,
-    _prepare,
     _request,
     _say,
+    prepare_database,
     settle,
     workspace,
 )
@@ -72,7 +71,7 @@ from server.identity import make_national_id
 from server.models import Centre, Institution, Patient, PatientLink, Role, Sex
 from server.seed import REGION
 from server.sessions import Passwords
-from tests.services import HuizhenProcess, Postgres, postgres_bin, wait_until
+from tests.services import HuizhenProcess, postgres_bin, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -262,24 +261,7 @@ def start_backend(
     key: str, workdir: Path, stack: contextlib.ExitStack, opts: Options, whatif: str = ""
 ) -> Backend:
     data_dir = workdir / (f"{key}-{whatif}" if whatif else key)
-    data_dir.mkdir(parents=True)
-    env = {
-        "HUIZHEN_DATA_DIR": str(data_dir),
-        "HUIZHEN_SECRET_KEY": secrets.token_urlsafe(48),
-        "HUIZHEN_LOG_LEVEL": "WARNING",
-        "HUIZHEN_WEB_DIR": str(workdir / "no-web"),
-        "HUIZHEN_DATABASE_URL": "",
-    }
-    postgres: Postgres | None = None
-    if key == "postgresql":
-        postgres = Postgres().start()
-        stack.callback(postgres.stop)
-        postgres.psql("CREATE DATABASE huizhen")
-        url = postgres.url("huizhen")
-        env["HUIZHEN_DATABASE_URL"] = url
-    else:
-        url = f"sqlite+aiosqlite:///{data_dir / 'huizhen.db'}"
-    asyncio.run(_prepare(url))
+    env, url, postgres = prepare_database(key, data_dir, workdir, stack)
     patients = asyncio.run(_add_cast(url))
     probe_out = None
     if opts.probe:
