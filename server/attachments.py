@@ -21,8 +21,8 @@ from sqlalchemy import select
 
 from server.audit import Entry
 from server.consultflow import FINAL_STATES
-from server.consults import display_names, event_payload, load_consult, requester_streams
-from server.events import centre_stream, user_stream
+from server.consults import display_names, load_consult, requester_streams
+from server.events import centre_stream, event_payload, user_stream
 from server.keys import BLOBS, SETTINGS
 from server.models import Attachment, Consult
 from server.policy import Action, Principal, can_work_on, centre_side, requester_side

@@ -14,13 +14,13 @@ import uuid
 from typing import Annotated, Any
 
 from pydantic import Field
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from server.audit import Entry
 from server.consultflow import LIVE_CALL_STATES, CallAction, CallState, advance_call
 from server.consults import display_names, load_consult
+from server.db import guarded_update
 from server.events import user_stream
 from server.models import (
     CallParticipant,
@@ -181,16 +181,7 @@ async def _load(
 
 async def _move(call: Call[Any, Any], video: VideoCall, action: CallAction, **changes: Any) -> None:
     new = advance_call(video.state, action)
-    result = await call.session.execute(
-        update(VideoCall)
-        .where(VideoCall.id == video.id, VideoCall.version == video.version)
-        .values(state=new, version=video.version + 1, **changes)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise Conflict("the call was changed by someone else; reload it")
-    for key, value in {"state": new, "version": video.version + 1, **changes}.items():
-        set_committed_value(video, key, value)  # already in the database
+    await guarded_update(call.session, video, "call", state=new, **changes)
 
 
 def _announce(

@@ -21,13 +21,12 @@ from server.consultflow import (
 from server.consults import (
     ConsultDetail,
     consult_detail,
-    event_payload,
     load_consult,
     requester_streams,
     submit,
     transition,
 )
-from server.events import centre_stream, institution_stream, user_stream
+from server.events import centre_stream, event_payload, institution_stream, user_stream
 from server.models import (
     Consult,
     Institution,

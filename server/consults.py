@@ -15,9 +15,8 @@ from collections.abc import Iterable
 from typing import Annotated, Any
 
 from pydantic import Field
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from server.audit import Entry, Outcome
 from server.consultflow import (
@@ -27,7 +26,8 @@ from server.consultflow import (
     Priority,
     advance,
 )
-from server.events import centre_stream, institution_stream, user_stream
+from server.db import guarded_update
+from server.events import centre_stream, event_payload, institution_stream, user_stream
 from server.models import (
     Centre,
     Consult,
@@ -47,7 +47,7 @@ from server.policy import (
     consult_visible_clause,
     patient_visible_clause,
 )
-from server.problems import Conflict, NotFound, ValidationFailed
+from server.problems import NotFound, ValidationFailed
 from server.routing import Call, QueryModel, RequestModel, ResponseModel, Router
 
 router = Router()
@@ -186,17 +186,6 @@ def requester_streams(consult: Consult) -> tuple[str, ...]:
     )
 
 
-def event_payload(consult: Consult, **extra: Any) -> dict[str, Any]:
-    """What an event says of a consult: ids and states, never patient data."""
-    return {
-        "consult_id": str(consult.id),
-        "centre": consult.centre.value,
-        "state": consult.state.value,
-        "priority": consult.priority.value,
-        **extra,
-    }
-
-
 async def target_minutes(db: AsyncSession, centre: Centre, priority: Priority) -> int:
     minutes = await db.scalar(
         select(TurnaroundTarget.minutes).where(
@@ -243,17 +232,9 @@ async def transition(
     old = consult.state
     new = advance(old, action)
     now = utcnow()
-    values: dict[str, Any] = {"state": new, "version": consult.version + 1, **changes}
-    result = await call.session.execute(
-        update(Consult)
-        .where(Consult.id == consult.id, Consult.state == old, Consult.version == consult.version)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    await guarded_update(
+        call.session, consult, "consult", Consult.state == old, state=new, **changes
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise Conflict("the consult was changed by someone else; reload it")
-    for key, value in values.items():  # already in the database: do not write them again
-        set_committed_value(consult, key, value)
     call.session.add(
         ConsultTransition(
             consult_id=consult.id,

@@ -14,7 +14,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, text
+from sqlalchemy import ColumnElement, event, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -22,6 +22,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm.attributes import set_committed_value
+
+from server.problems import Conflict
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,26 @@ async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """One transaction: committed when the block ends normally, rolled back otherwise."""
     async with factory() as session, session.begin():
         yield session
+
+
+async def guarded_update(
+    session: AsyncSession, row: Any, noun: str, *where: ColumnElement[bool], **values: Any
+) -> None:
+    """Write ``values`` to ``row`` only if nobody changed it since it was read (its ``version``,
+    and any further ``where`` conditions); otherwise 409. The new values are then set on the
+    object as already committed, so the session does not write them a second time."""
+    model = type(row)
+    values = {"version": row.version + 1, **values}
+    result = await session.execute(
+        update(model)
+        .where(model.id == row.id, model.version == row.version, *where)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"the {noun} was changed by someone else; reload it")
+    for key, value in values.items():
+        set_committed_value(row, key, value)
 
 
 def alembic_config() -> Config:

@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, and_, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from server.models import Centre, Event, Role, utcnow
+from server.models import Centre, Consult, Event, Role, utcnow
 from server.policy import Principal
 
 _EVENTS_LOCK_KEY = 0x48555A45
@@ -92,6 +92,17 @@ EVENT_TYPES = frozenset(
         "call.timed_out",
     }
 )
+
+
+def event_payload(consult: Consult, **extra: Any) -> dict[str, Any]:
+    """What an event says of a consult: ids and states, never patient data."""
+    return {
+        "consult_id": str(consult.id),
+        "centre": consult.centre.value,
+        "state": consult.state.value,
+        "priority": consult.priority.value,
+        **extra,
+    }
 
 
 @dataclass(frozen=True, slots=True)

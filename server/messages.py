@@ -15,8 +15,8 @@ from pydantic import Field
 from sqlalchemy import select, update
 
 from server.audit import Entry
-from server.consults import event_payload, load_consult, requester_streams
-from server.events import centre_stream, institution_stream, user_stream
+from server.consults import load_consult, requester_streams
+from server.events import centre_stream, event_payload, institution_stream, user_stream
 from server.models import Attachment, ConsultMessage, User
 from server.policy import Action, can_work_on, centre_side, requester_side
 from server.problems import Forbidden, ValidationFailed

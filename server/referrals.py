@@ -18,12 +18,12 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
-from sqlalchemy import ColumnElement, false, or_, select, update
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import ColumnElement, false, or_, select
 
 from server.audit import Entry
 from server.consultflow import ReferralAction, ReferralState, advance_referral
 from server.consults import PatientBrief, display_names, load_consult
+from server.db import guarded_update
 from server.events import institution_stream, user_stream
 from server.models import (
     Institution,
@@ -397,20 +397,7 @@ async def _step(call: Call[ReferralNote, None], action: ReferralAction) -> Refer
     elif not _receiver(p, referral):
         raise Forbidden("the receiving institution answers a referral")
     old = referral.state
-    result = await call.session.execute(
-        update(Referral)
-        .where(
-            Referral.id == referral.id,
-            Referral.state == old,
-            Referral.version == referral.version,
-        )
-        .values(state=new, version=referral.version + 1)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise Conflict("the referral was changed by someone else; reload it")
-    set_committed_value(referral, "state", new)  # already in the database
-    set_committed_value(referral, "version", referral.version + 1)
+    await guarded_update(call.session, referral, "referral", Referral.state == old, state=new)
     call.session.add(
         ReferralTransition(
             referral_id=referral.id,

@@ -19,13 +19,8 @@ from sqlalchemy import func, select
 
 from server.audit import Entry
 from server.consultflow import ConsultAction, ConsultState
-from server.consults import (
-    display_names,
-    event_payload,
-    load_consult,
-    requester_streams,
-    transition,
-)
+from server.consults import display_names, load_consult, requester_streams, transition
+from server.events import event_payload
 from server.models import Centre, Consult, Report, ReportState, utcnow
 from server.policy import Action, can_work_on
 from server.problems import Conflict, Forbidden, NotFound, ValidationFailed

@@ -173,7 +173,9 @@ async def _overdue(db: AsyncSession, now: dt.datetime, pending: list[PendingEven
         if consult.assignee_user_id is not None:
             streams.append(events.user_stream(consult.assignee_user_id))
         pending.append(
-            PendingEvent(tuple(streams), "consult.overdue", consult.id, _payload(consult))
+            PendingEvent(
+                tuple(streams), "consult.overdue", consult.id, events.event_payload(consult)
+            )
         )
     return flagged
 
@@ -226,7 +228,7 @@ async def _critical(
                 tuple(streams),
                 "critical.unacknowledged",
                 consult.id,
-                _payload(
+                events.event_payload(
                     consult,
                     reminder=consult.critical_reminders + 1,
                     critical_since=consult.critical_since.isoformat()
@@ -236,16 +238,6 @@ async def _critical(
             )
         )
     return sent
-
-
-def _payload(consult: Consult, **extra: object) -> dict[str, object]:
-    return {
-        "consult_id": str(consult.id),
-        "centre": consult.centre.value,
-        "state": consult.state.value,
-        "priority": consult.priority.value,
-        **extra,
-    }
 
 
 async def watchdog(app: web.Application) -> AsyncIterator[None]:
