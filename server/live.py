@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 
 from server import calls
 from server.db import unit_of_work
 from server.events import streams_of
 from server.feed import EventOut, acknowledge, read_feed
-from server.keys import ANNOUNCE, AUTHENTICATOR, BUS, REALTIME, SESSIONS, SETTINGS
+from server.keys import ANNOUNCE, AUTHENTICATOR, BUS, METRICS, REALTIME, SESSIONS, SETTINGS
 from server.models import Event
 from server.problems import Problem
 from server.sessions import SESSION_COOKIE
@@ -124,6 +125,56 @@ def install(app: web.Application) -> None:
     app[ANNOUNCE] = announce_here
     realtime.attach(app)
     app.cleanup_ctx.append(_bus_lifetime)
+    app.on_response_prepare.append(_after_leaving)
+    if METRICS in app:
+        app[METRICS].registry.register(_RealtimeCollector(realtime))
+
+
+#: Routes after which someone may no longer be a member of the call in the path.
+LEAVING = frozenset({"/api/v1/calls/{call_id}/hangup", "/api/v1/calls/{call_id}/decline"})
+
+
+async def _after_leaving(request: web.Request, response: web.StreamResponse) -> None:
+    """After a hangup or a decline has committed, the call's socket connections are checked
+    again, here and on the other nodes (signalling checks membership once per join, not once
+    per message)."""
+    if request.method != "POST" or not 200 <= response.status < 300:
+        return
+    resource = request.match_info.route.resource
+    if resource is None or resource.canonical not in LEAVING:
+        return
+    call_id = request.match_info.get("call_id", "")
+    try:
+        call_id = str(uuid.UUID(call_id))
+    except ValueError:
+        return
+    try:
+        await request.app[REALTIME].membership_changed(call_id)
+    except Exception:
+        log.warning("could not re-check the connections of call %s", call_id)
+
+
+class _RealtimeCollector:
+    """This node's realtime figures, read when /metrics is scraped."""
+
+    def __init__(self, realtime: Realtime) -> None:
+        self.realtime = realtime
+
+    def collect(self) -> Iterator[Metric]:
+        connections = GaugeMetricFamily(
+            "huizhen_realtime_connections", "socket.io connections on this node"
+        )
+        connections.add_metric([], len(self.realtime.users))
+        yield connections
+        signals = CounterMetricFamily(
+            "huizhen_realtime_signals",
+            "Call signals: delivered to connections on this node, routed to another node's "
+            "channel, received on this node's channel",
+            labels=["path"],
+        )
+        for path in ("delivered", "routed", "received"):
+            signals.add_metric([path], self.realtime.stats[f"signals_{path}"])
+        yield signals
 
 
 async def _bus_lifetime(app: web.Application) -> AsyncIterator[None]:

@@ -4,6 +4,10 @@ Backends implement only ``publish`` and ``subscribe``. Messages are small JSON d
 with the publishing node's id. :class:`LocalBus` serves a single process (the embedded default);
 :class:`RedisBus` serves several, and reconnects with backoff if Redis goes away — a node that
 missed a wake-up loses nothing, because clients resynchronise from the durable feed.
+
+A node hears only the channels it subscribed to. Most are heard by every node (the wake-up of
+events, presence); a channel named after one node (``signalling.realtime.node_channel``) is heard
+by that node alone, which is how a point-to-point signal reaches only the node of its recipient.
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ class LocalBus(_Handlers):
 
 
 class RedisBus(_Handlers):
-    """Redis pub/sub between nodes. Every node, the publisher included, receives each message."""
+    """Redis pub/sub between nodes. Every node subscribed to a channel, the publisher included,
+    receives each message on it. Subscribe before :meth:`start`."""
 
     def __init__(self, url: str, *, prefix: str = "huizhen:") -> None:
         super().__init__()
@@ -79,6 +84,11 @@ class RedisBus(_Handlers):
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
         body = json.dumps({**message, "node": self.node_id}, separators=(",", ":"))
         await self._redis.publish(self.prefix + channel, body)
+
+    def subscribe(self, channel: str, handler: Handler) -> None:
+        if self._task is not None:
+            raise RuntimeError("subscribe to the bus before starting it")
+        super().subscribe(channel, handler)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="huizhen-bus")
@@ -97,11 +107,11 @@ class RedisBus(_Handlers):
         while True:
             try:
                 pubsub = self._redis.pubsub()
-                await pubsub.psubscribe(self.prefix + "*")
+                await pubsub.subscribe(*(self.prefix + c for c in self.handlers))
                 self._ready.set()
                 delay = 0.1
                 async for item in pubsub.listen():
-                    if item.get("type") != "pmessage":
+                    if item.get("type") != "message":
                         continue
                     channel = item["channel"].decode()[len(self.prefix) :]
                     try:

@@ -74,6 +74,11 @@ class Presence:
         horizon = time.monotonic() - 3 * self.heartbeat
         return {node: users for node, (heard, users) in self.remote.items() if heard >= horizon}
 
+    def gone_nodes(self) -> list[str]:
+        """Other nodes not heard from for three heartbeats."""
+        horizon = time.monotonic() - 3 * self.heartbeat
+        return [node for node, (heard, _) in self.remote.items() if heard < horizon]
+
     def is_online(self, user_id: str) -> bool:
         return user_id in self.local or any(user_id in u for u in self._alive().values())
 

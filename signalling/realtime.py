@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +25,7 @@ from aiohttp import web
 
 from signalling.bus import Bus
 from signalling.presence import Presence
+from signalling.roster import Roster, Seat
 from signalling.signals import InvalidSignal, parse_signal
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,15 @@ LatestEvent = Callable[[], Awaitable[int]]
 AckFeed = Callable[[Identity, int], Awaitable[int]]
 #: (identity, call id) → may this user signal to this call now?
 IsMember = Callable[[Identity, str], Awaitable[bool]]
-SIGNAL_CHANNEL = "signal"
+#: Joins, leaves and membership re-checks of calls, to every node.
+CALLS_CHANNEL = "calls"
+#: Events whose call has ended: its connections are re-checked.
+CALL_CLOSED = frozenset({"call.ended", "call.declined", "call.timed_out"})
+
+
+def node_channel(node_id: str) -> str:
+    """The channel that only this node listens to: signals for its connections."""
+    return f"node.{node_id}"
 
 
 class Realtime:
@@ -114,8 +123,14 @@ class Realtime:
         self.sio.on("call.join", self._call_join)
         self.sio.on("call.leave", self._call_leave)
         self.sio.on("call.signal", self._call_signal)
+        #: calls: who is in which, on which node (this node's entries are checked members)
+        self.roster = Roster(bus.node_id)
+        #: counters for /metrics: signals delivered to connections here, sent to other nodes,
+        #: received from other nodes
+        self.stats: Counter[str] = Counter()
         bus.subscribe(EVENTS_CHANNEL, self._on_wake)
-        bus.subscribe(SIGNAL_CHANNEL, self._on_signal)
+        bus.subscribe(CALLS_CHANNEL, self._on_calls)
+        bus.subscribe(node_channel(bus.node_id), self._on_node)
         self.presence = Presence(bus, on_change=self._presence_changed)
 
     async def start(self) -> None:
@@ -157,6 +172,8 @@ class Realtime:
         session = await self.sio.get_session(sid)
         identity: Identity | None = session.get("identity")
         self.users.pop(sid, None)
+        for call_id in self.roster.calls_of(sid):
+            await self._drop(call_id, sid)
         if identity is not None:
             await self.presence.disconnected(identity.user_id, sid)
 
@@ -203,11 +220,13 @@ class Realtime:
         return {"acked_id": acked}
 
     # -- WebRTC signalling -------------------------------------------------------------------
-
-    async def _member(self, sid: str, call_id: str) -> bool:
-        if self.is_member is None:
-            return False
-        return await self.is_member(await self._identity(sid), call_id)
+    #
+    # Membership is checked against the database once, when a connection joins a call; the
+    # roster then remembers it, and a signal is checked against the roster alone (no query per
+    # message). A member who leaves is taken out of the roster: by ``call.leave``, by
+    # disconnecting, and by :meth:`membership_changed`, which the server calls after a hangup or
+    # a decline and which re-checks the call's connections on every node; the call's closing
+    # events (ended, declined, timed out) re-check them too.
 
     async def _call_join(self, sid: str, data: Any = None) -> dict[str, Any]:
         call_id = data.get("call_id") if isinstance(data, dict) else None
@@ -215,63 +234,127 @@ class Realtime:
             call_id = parse_signal({"call_id": call_id, "kind": "hangup"}).call_id
         except InvalidSignal as exc:
             return _error("bad-request", str(exc))
-        if not await self._member(sid, call_id):
+        identity = await self._identity(sid)
+        if self.is_member is None or not await self.is_member(identity, call_id):
             return _error("forbidden", "you are not a member of this call")
-        await self.sio.enter_room(sid, f"call:{call_id}")
-        # Tell the others: a caller waits for this before sending its offer.
+        seat = Seat(sid, identity.user_id, self.bus.node_id)
+        self.roster.add(call_id, seat)
+        # Tell the others (a caller waits for this before sending its offer): here directly,
+        # elsewhere through the bus, which also fills the other nodes' rosters.
+        await self._joined(call_id, seat)
         await self.bus.publish(
-            SIGNAL_CHANNEL,
-            {
-                "call_id": call_id,
-                "from": self.users[sid],
-                "to": None,
-                "message": {"call_id": call_id, "kind": "joined"},
-            },
+            CALLS_CHANNEL, {"op": "join", "call_id": call_id, "sid": sid, "user": seat.user_id}
         )
         return {"joined": call_id}
 
     async def _call_leave(self, sid: str, data: Any = None) -> dict[str, Any]:
         call_id = data.get("call_id") if isinstance(data, dict) else None
         if isinstance(call_id, str):
-            await self.sio.leave_room(sid, f"call:{call_id}")
+            await self._drop(call_id, sid)
         return {"left": call_id}
 
+    async def _drop(self, call_id: str, sid: str) -> None:
+        if self.roster.remove(call_id, sid) is not None:
+            await self.bus.publish(CALLS_CHANNEL, {"op": "leave", "call_id": call_id, "sid": sid})
+
     async def _call_signal(self, sid: str, data: Any = None) -> dict[str, Any]:
-        """Validate, check membership, then relay through the bus to the call's other members
-        on every node. A bad message is answered with an error and never relayed."""
+        """Validate, check the roster, then relay to the call's other members: directly to
+        those on this node, through each other node's own channel to the rest. A bad message is
+        answered with an error and never relayed."""
         try:
             signal = parse_signal(data)
         except InvalidSignal as exc:
             return _error("bad-request", str(exc))
-        if f"call:{signal.call_id}" not in self.sio.rooms(sid) or not await self._member(
-            sid, signal.call_id
-        ):
+        if not self.roster.joined(sid, signal.call_id):
             return _error("forbidden", "join the call before signalling to it")
-        await self.bus.publish(
-            SIGNAL_CHANNEL,
-            {
-                "call_id": signal.call_id,
-                "from": self.users[sid],
-                "to": signal.to,
-                "message": {"call_id": signal.call_id, "kind": signal.kind, **signal.body},
-            },
-        )
+        sender = self.users[sid]
+        body = {"call_id": signal.call_id, "kind": signal.kind, **signal.body, "from": sender}
+        nodes: set[str] = set()
+        for seat in self.roster.recipients(signal.call_id, sender, signal.to):
+            if seat.node_id == self.bus.node_id:
+                await self.sio.emit("call.signal", body, to=seat.sid)
+                self.stats["signals_delivered"] += 1
+            else:
+                nodes.add(seat.node_id)
+        for node in nodes:
+            await self.bus.publish(
+                node_channel(node),
+                {"op": "signal", "call_id": signal.call_id, "to": signal.to, "message": body},
+            )
+            self.stats["signals_routed"] += 1
         return {"relayed": True}
 
-    async def _on_signal(self, message: dict[str, Any]) -> None:
-        call_id, sender, to = message.get("call_id"), message.get("from"), message.get("to")
-        body = message.get("message")
-        if (
-            not isinstance(call_id, str)
-            or not isinstance(sender, str)
-            or not isinstance(body, dict)
-        ):
+    async def _joined(self, call_id: str, seat: Seat) -> None:
+        """Tell this node's other members of the call that someone joined it."""
+        message = {"call_id": call_id, "kind": "joined", "from": seat.user_id}
+        for other in self.roster.local(call_id):
+            if other.user_id != seat.user_id:
+                await self.sio.emit("call.signal", message, to=other.sid)
+
+    async def _on_node(self, message: dict[str, Any]) -> None:
+        """A message for this node only: a signal for its connections, or another node's
+        members of a call that one of ours has just joined."""
+        op, call_id = message.get("op"), message.get("call_id")
+        if not isinstance(call_id, str):
             return
-        for sid, _ in list(self.sio.manager.get_participants("/", f"call:{call_id}")):
-            user = self.users.get(sid)
-            if user is None or user == sender or (to is not None and user != to):
-                continue
-            await self.sio.emit("call.signal", {**body, "from": sender}, to=sid)
+        if op == "signal":
+            body, to = message.get("message"), message.get("to")
+            if not isinstance(body, dict) or not isinstance(body.get("from"), str):
+                return
+            self.stats["signals_received"] += 1
+            for seat in self.roster.recipients(call_id, body["from"], to):
+                if seat.node_id == self.bus.node_id:
+                    await self.sio.emit("call.signal", body, to=seat.sid)
+                    self.stats["signals_delivered"] += 1
+        elif op == "seats" and isinstance(message.get("seats"), list):
+            node = message.get("node")
+            for entry in message["seats"]:
+                if isinstance(node, str) and _pair(entry):
+                    self.roster.add(call_id, Seat(entry[0], entry[1], node))
+
+    async def _on_calls(self, message: dict[str, Any]) -> None:
+        """Another node's connection joined or left a call, or a call's membership changed."""
+        node, op, call_id = message.get("node"), message.get("op"), message.get("call_id")
+        if not isinstance(node, str) or node == self.bus.node_id or not isinstance(call_id, str):
+            return
+        sid, user = message.get("sid"), message.get("user")
+        if op == "join" and isinstance(sid, str) and isinstance(user, str):
+            for gone in self.presence.gone_nodes():
+                self.roster.forget_node(gone)
+            seat = Seat(sid, user, node)
+            self.roster.add(call_id, seat)
+            ours = self.roster.local(call_id)
+            if ours:
+                await self.bus.publish(
+                    node_channel(node),
+                    {
+                        "op": "seats",
+                        "call_id": call_id,
+                        "seats": [[s.sid, s.user_id] for s in ours],
+                    },
+                )
+                await self._joined(call_id, seat)
+        elif op == "leave" and isinstance(sid, str):
+            self.roster.remove(call_id, sid)
+        elif op == "check":
+            await self._recheck(call_id)
+
+    async def membership_changed(self, call_id: str) -> None:
+        """After someone left or declined a call (committed): re-check its connections here,
+        then on the other nodes."""
+        await self._recheck(call_id)
+        await self.bus.publish(CALLS_CHANNEL, {"op": "check", "call_id": call_id})
+
+    async def _recheck(self, call_id: str) -> None:
+        for seat in self.roster.local(call_id):
+            try:
+                identity = await self._identity(seat.sid)
+                member = self.is_member is not None and await self.is_member(identity, call_id)
+            except KeyError:  # gone meanwhile
+                member = False
+            if not member:
+                await self._drop(call_id, seat.sid)
+                log.info("realtime: a connection left call %s (no longer a member)", call_id)
 
     # -- live push ------------------------------------------------------------------------------
 
@@ -299,6 +382,8 @@ class Realtime:
             for group in by_key.values():
                 await self._push(group)
             self.pushed_up_to = max([newest, *(row.id for row in rows)])
+        for call_id in {c for row in rows if (c := _closed_call(row)) is not None}:
+            await self._recheck(call_id)
 
     async def _push(self, rows: list[EventRow]) -> None:
         """One logical event: each connected client once, with its own feed's id (the first row
@@ -316,3 +401,15 @@ class Realtime:
 
 def _error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
+
+
+def _pair(entry: Any) -> bool:
+    return isinstance(entry, list) and len(entry) == 2 and all(isinstance(v, str) for v in entry)
+
+
+def _closed_call(row: EventRow) -> str | None:
+    if row.document.get("type") not in CALL_CLOSED:
+        return None
+    payload = row.document.get("payload")
+    call_id = payload.get("call_id") if isinstance(payload, dict) else None
+    return call_id if isinstance(call_id, str) else None
