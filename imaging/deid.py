@@ -1,0 +1,612 @@
+"""Pseudonymise a DICOM instance for sharing outside the consortium (PS3.15 Annex E, Basic Profile).
+
+:func:`pseudonymise` applies the Basic Application Level Confidentiality Profile to one instance:
+
+* the attributes of :data:`TABLE_E1_1` get the action of their row in PS3.15 (2024b) Table E.1-1,
+  wherever they are, sequence items included (the walk recurses into every sequence it keeps);
+* private attributes are removed (the profile's "private attributes: X"), and so are curve data
+  (groups 50xx) and overlays (groups 60xx: the table removes Overlay Data and Overlay Comments;
+  the rest of an overlay means nothing without them), group lengths, and the file meta header's
+  source AE title;
+* UIDs are replaced by ``2.25.<n>``, *n* the first 128 bits of HMAC-SHA256(key, original UID) as
+  an RFC 9562 version-8 UUID. The same key gives the same UID for the same original everywhere,
+  so the instances of one study pseudonymised one by one, or the same study twice, keep their
+  study, series, frame of reference and references together. Replaced are the U rows of the table
+  and any other UI attribute whose value is not a DICOM-registered UID, except class, transfer
+  syntax and coding-scheme UIDs (which identify definitions, not people or events);
+* Patient's Name and Patient ID become the given pseudonym; Patient Identity Removed is YES;
+  De-identification Method and its code sequence (113100, DCM, "Basic Application
+  Confidentiality Profile") are set;
+* the file meta header is rebuilt: Media Storage SOP Instance UID is the new SOP Instance UID,
+  the transfer syntax is kept, pixel data is untouched.
+
+:data:`TABLE_E1_1` holds 250-odd of the table's ~600 rows, with the table's own codes: every row
+about the patient, the visit and the request, the people and the institution, the study, series,
+equipment and acquisition, free-text comments, dates and times, the trial rows, the pathology
+and presentation-state rows, and all U rows outside the command group. Rows about radiotherapy
+planning, GPS and camera EXIF, hanging protocols and selector values are not in it; such
+attributes, like every attribute the table does not list, are kept as they are.
+
+The table's conditional codes are resolved without knowing each IOD's attribute types, towards
+keeping the instance valid: a code with U (X/Z/U*) keeps the sequence and replaces the UIDs in
+it; otherwise one with D gives a dummy, otherwise one with Z an empty value. A dummy sequence
+cannot be made meaningful without the IOD's template, so D on a sequence empties it, like Z.
+
+Burned-in text cannot be removed here: an instance declaring Burned In Annotation YES is refused
+unless the caller accepts it. Blocking; from asyncio call it through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import io
+import re
+import warnings
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydicom import dcmread
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
+from pydicom.uid import UID, ExplicitVRLittleEndian
+
+__all__ = [
+    "DEIDENTIFICATION_METHOD",
+    "TABLE_E1_1",
+    "DeidError",
+    "DeidErrorCode",
+    "Pseudonymised",
+    "action_for",
+    "pseudonymise",
+    "pseudonymous_uid",
+]
+
+DeidErrorCode = Literal[
+    "not-dicom", "bad-key", "bad-pseudonym", "burned-in-annotation", "missing-uid", "unwritable"
+]
+Action = Literal["D", "Z", "X", "U"]
+
+DEIDENTIFICATION_METHOD = "PS3.15 E.1 Basic Profile; UIDs by HMAC-SHA256 (Huizhen)"
+MIN_KEY_BYTES = 16
+
+# PS3.15 (2024b) Table E.1-1, Basic Profile column: keyword → the table's code.
+TABLE_E1_1: dict[str, str] = {
+    # patient
+    "PatientName": "Z",
+    "PatientID": "Z/D",
+    "PatientBirthDate": "Z",
+    "PatientBirthTime": "X",
+    "PatientSex": "Z",
+    "PatientSexNeutered": "X/Z",
+    "PatientAge": "X",
+    "PatientSize": "X",
+    "PatientWeight": "X",
+    "PatientAddress": "X",
+    "PatientBirthName": "X",
+    "PatientMotherBirthName": "X",
+    "PatientTelephoneNumbers": "X",
+    "PatientTelecomInformation": "X",
+    "PatientReligiousPreference": "X",
+    "PatientComments": "X",
+    "PatientState": "X",
+    "PatientTransportArrangements": "X",
+    "PatientInsurancePlanCodeSequence": "X",
+    "PatientPrimaryLanguageCodeSequence": "X",
+    "PatientPrimaryLanguageModifierCodeSequence": "X",
+    "OtherPatientIDs": "X",
+    "OtherPatientIDsSequence": "X",
+    "OtherPatientNames": "X",
+    "IssuerOfPatientID": "X",
+    "MedicalRecordLocator": "X",
+    "MedicalAlerts": "X",
+    "Allergies": "X",
+    "AdditionalPatientHistory": "X",
+    "PregnancyStatus": "X",
+    "SmokingStatus": "X",
+    "LastMenstrualDate": "X",
+    "EthnicGroup": "X",
+    "Occupation": "X",
+    "MilitaryRank": "X",
+    "BranchOfService": "X",
+    "CountryOfResidence": "X",
+    "RegionOfResidence": "X",
+    "InsurancePlanIdentification": "X",
+    "ResponsiblePerson": "X",
+    "ResponsibleOrganization": "X",
+    "ReferencedPatientSequence": "X",
+    "ReferencedPatientAliasSequence": "X",
+    "ReferencedPatientPhotoSequence": "X",
+    "ConfidentialityConstraintOnPatientDataDescription": "X",
+    "SpecialNeeds": "X",
+    # visit and admission
+    "AdmissionID": "X",
+    "IssuerOfAdmissionID": "X",
+    "IssuerOfAdmissionIDSequence": "X",
+    "AdmittingDate": "X",
+    "AdmittingTime": "X",
+    "AdmittingDiagnosesDescription": "X",
+    "AdmittingDiagnosesCodeSequence": "X",
+    "DischargeDate": "X",
+    "DischargeTime": "X",
+    "DischargeDiagnosisDescription": "X",
+    "CurrentPatientLocation": "X",
+    "PatientInstitutionResidence": "X",
+    "ScheduledPatientInstitutionResidence": "X",
+    "ServiceEpisodeID": "X",
+    "ServiceEpisodeDescription": "X",
+    "IssuerOfServiceEpisodeID": "X",
+    "IssuerOfServiceEpisodeIDSequence": "X",
+    "ReasonForVisit": "X",
+    "ReasonForVisitCodeSequence": "X",
+    "VisitComments": "X",
+    "ScheduledAdmissionDate": "X",
+    "ScheduledAdmissionTime": "X",
+    "ScheduledDischargeDate": "X",
+    "ScheduledDischargeTime": "X",
+    # request, order and scheduling
+    "AccessionNumber": "Z",
+    "PlacerOrderNumberImagingServiceRequest": "Z",
+    "FillerOrderNumberImagingServiceRequest": "Z",
+    "RequestAttributesSequence": "X",
+    "RequestedProcedureID": "X",
+    "RequestedProcedureDescription": "X/Z",
+    "RequestedProcedureComments": "X",
+    "RequestedProcedureLocation": "X",
+    "RequestedContrastAgent": "X",
+    "ReasonForTheRequestedProcedure": "X",
+    "ReasonForRequestedProcedureCodeSequence": "X",
+    "ReasonForTheImagingServiceRequest": "X",
+    "ReasonForStudy": "X",
+    "RequestingPhysician": "X",
+    "RequestingService": "X",
+    "ImagingServiceRequestComments": "X",
+    "IssueDateOfImagingServiceRequest": "X",
+    "IssueTimeOfImagingServiceRequest": "X",
+    "OrderCallbackPhoneNumber": "X",
+    "OrderCallbackTelecomInformation": "X",
+    "OrderEnteredBy": "X",
+    "OrderEntererLocation": "X",
+    "PreMedication": "X",
+    "ScheduledProcedureStepID": "X",
+    "ScheduledProcedureStepDescription": "X",
+    "ScheduledProcedureStepStartDate": "X",
+    "ScheduledProcedureStepStartTime": "X",
+    "ScheduledProcedureStepEndDate": "X",
+    "ScheduledProcedureStepEndTime": "X",
+    "ScheduledProcedureStepLocation": "X",
+    "ScheduledStationAETitle": "X",
+    "ScheduledStationName": "X",
+    "ScheduledStationNameCodeSequence": "X",
+    "ScheduledStationGeographicLocationCodeSequence": "X",
+    "ScheduledPerformingPhysicianName": "X",
+    "ScheduledPerformingPhysicianIdentificationSequence": "X",
+    "ScheduledHumanPerformersSequence": "X",
+    "ScheduledStudyLocation": "X",
+    "ScheduledStudyLocationAETitle": "X",
+    "ScheduledStudyStartDate": "X",
+    "ScheduledStudyStartTime": "X",
+    "ScheduledStudyStopDate": "X",
+    "ScheduledStudyStopTime": "X",
+    "NamesOfIntendedRecipientsOfResults": "X",
+    "IntendedRecipientsOfResultsIdentificationSequence": "X",
+    # performed procedure step
+    "PerformedProcedureStepID": "X",
+    "PerformedProcedureStepDescription": "X",
+    "PerformedProcedureStepStartDate": "X",
+    "PerformedProcedureStepStartTime": "X",
+    "PerformedProcedureStepEndDate": "X",
+    "PerformedProcedureStepEndTime": "X",
+    "PerformedLocation": "X",
+    "PerformedStationAETitle": "X",
+    "PerformedStationName": "X",
+    "PerformedStationNameCodeSequence": "X",
+    "PerformedStationGeographicLocationCodeSequence": "X",
+    "CommentsOnThePerformedProcedureStep": "X",
+    "ActualHumanPerformersSequence": "X",
+    "HumanPerformerName": "X",
+    "HumanPerformerOrganization": "X",
+    "ReferencedPerformedProcedureStepSequence": "X/Z/D",
+    # people and institution
+    "ReferringPhysicianName": "Z",
+    "ReferringPhysicianAddress": "X",
+    "ReferringPhysicianTelephoneNumbers": "X",
+    "ReferringPhysicianIdentificationSequence": "X",
+    "ConsultingPhysicianName": "Z",
+    "ConsultingPhysicianIdentificationSequence": "X",
+    "PhysiciansOfRecord": "X",
+    "PhysiciansOfRecordIdentificationSequence": "X",
+    "PerformingPhysicianName": "X",
+    "PerformingPhysicianIdentificationSequence": "X",
+    "NameOfPhysiciansReadingStudy": "X",
+    "PhysiciansReadingStudyIdentificationSequence": "X",
+    "OperatorsName": "X/Z/D",
+    "OperatorIdentificationSequence": "X/D",
+    "PersonName": "D",
+    "PersonAddress": "X",
+    "PersonTelephoneNumbers": "X",
+    "PersonTelecomInformation": "X",
+    "PersonIdentificationCodeSequence": "D",
+    "InstitutionName": "X/Z/D",
+    "InstitutionAddress": "X",
+    "InstitutionCodeSequence": "X/Z/D",
+    "InstitutionalDepartmentName": "X",
+    "InstitutionalDepartmentTypeCodeSequence": "X",
+    "ContentCreatorName": "Z/D",
+    "ContentCreatorIdentificationCodeSequence": "X",
+    "AuthorObserverSequence": "X",
+    "ParticipantSequence": "X",
+    "CustodialOrganizationSequence": "X",
+    "VerifyingObserverName": "D",
+    "VerifyingObserverSequence": "D",
+    "VerifyingObserverIdentificationCodeSequence": "Z",
+    "VerifyingOrganization": "D",
+    "VerificationDateTime": "D",
+    "ReviewerName": "X/Z",
+    # study, series, instance
+    "StudyDate": "Z",
+    "StudyTime": "Z",
+    "StudyID": "Z",
+    "StudyIDIssuer": "X",
+    "StudyDescription": "X",
+    "StudyComments": "X",
+    "StudyArrivalDate": "X",
+    "StudyArrivalTime": "X",
+    "StudyCompletionDate": "X",
+    "StudyCompletionTime": "X",
+    "StudyVerifiedDate": "X",
+    "StudyVerifiedTime": "X",
+    "StudyReadDate": "X",
+    "StudyReadTime": "X",
+    "ReferencedStudySequence": "X/Z",
+    "SeriesDate": "X/D",
+    "SeriesTime": "X/D",
+    "SeriesDescription": "X",
+    "ProtocolName": "X/D",
+    "InstanceCreationDate": "X/D",
+    "InstanceCreationTime": "X/Z/D",
+    "InstanceCoercionDateTime": "X",
+    "ContentDate": "Z/D",
+    "ContentTime": "Z/D",
+    "AcquisitionDate": "X/Z",
+    "AcquisitionTime": "X/Z",
+    "AcquisitionDateTime": "X/Z/D",
+    "StartAcquisitionDateTime": "X/D",
+    "EndAcquisitionDateTime": "X/D",
+    "ObservationDateTime": "X/D",
+    "DateOfSecondaryCapture": "X",
+    "TimeOfSecondaryCapture": "X",
+    "OverlayDate": "X",
+    "OverlayTime": "X",
+    "CurveDate": "X",
+    "CurveTime": "X",
+    "TimezoneOffsetFromUTC": "X",
+    "Date": "D",
+    "Time": "D",
+    "DateTime": "D",
+    "ContentSequence": "D",
+    "AcquisitionContextSequence": "X/Z",
+    "ReferencedImageSequence": "X/Z/U*",
+    "SourceImageSequence": "X/Z/U*",
+    "IconImageSequence": "X",
+    "PyramidLabel": "X",
+    "PyramidDescription": "X",
+    # equipment
+    "StationName": "X/Z/D",
+    "StationAETitle": "X",
+    "RetrieveAETitle": "X",
+    "NetworkID": "X",
+    "DeviceSerialNumber": "X/Z/D",
+    "DetectorID": "X/D",
+    "GantryID": "X",
+    "GeneratorID": "X",
+    "CassetteID": "X",
+    "PlateID": "X",
+    "UniqueDeviceIdentifier": "X",
+    "UDISequence": "X",
+    "DateOfLastCalibration": "X",
+    "TimeOfLastCalibration": "X",
+    "ModifyingDeviceID": "X",
+    "ModifiedImageDescription": "X",
+    "AcquisitionDeviceProcessingDescription": "X/D",
+    # free text, descriptions, interpretation
+    "AcquisitionComments": "X",
+    "AcquisitionProtocolDescription": "X",
+    "ContrastBolusAgent": "Z/D",
+    "ContrastBolusStartTime": "X",
+    "ContrastBolusStopTime": "X",
+    "RadiopharmaceuticalStartTime": "X",
+    "RadiopharmaceuticalStopTime": "X",
+    "RadiopharmaceuticalStartDateTime": "X",
+    "RadiopharmaceuticalStopDateTime": "X",
+    "ContributionDescription": "X",
+    "DerivationDescription": "X",
+    "FrameComments": "X",
+    "IdentifyingComments": "X",
+    "ImageComments": "X",
+    "ImagePresentationComments": "X",
+    "Arbitrary": "X",
+    "TextComments": "X",
+    "TextString": "X",
+    "TopicAuthor": "X",
+    "TopicKeywords": "X",
+    "TopicSubject": "X",
+    "TopicTitle": "X",
+    "DistributionAddress": "X",
+    "DistributionName": "X",
+    "Impressions": "X",
+    "InterpretationApproverSequence": "X",
+    "InterpretationAuthor": "X",
+    "InterpretationDiagnosisDescription": "X",
+    "InterpretationIDIssuer": "X",
+    "InterpretationRecorder": "X",
+    "InterpretationText": "X",
+    "InterpretationTranscriber": "X",
+    "PhysicianApprovingInterpretation": "X",
+    "ResultsComments": "X",
+    "ResultsDistributionListSequence": "X",
+    "ResultsIDIssuer": "X",
+    "GraphicAnnotationSequence": "D",
+    "PresentationCreationDate": "X",
+    "PresentationCreationTime": "X",
+    # pathology and specimens
+    "ContainerIdentifier": "D",
+    "IssuerOfTheContainerIdentifierSequence": "Z",
+    "SpecimenIdentifier": "D",
+    "IssuerOfTheSpecimenIdentifierSequence": "Z",
+    "SpecimenPreparationSequence": "Z",
+    "SpecimenAccessionNumber": "X",
+    "SpecimenShortDescription": "X",
+    "SpecimenDetailedDescription": "X",
+    "SlideIdentifier": "X",
+    "BarcodeValue": "X/Z",
+    "LabelText": "X/Z",
+    # clinical trials
+    "ClinicalTrialSponsorName": "D",
+    "ClinicalTrialProtocolID": "D",
+    "ClinicalTrialProtocolName": "Z",
+    "ClinicalTrialSiteID": "Z",
+    "ClinicalTrialSiteName": "Z",
+    "ClinicalTrialSubjectID": "D",
+    "ClinicalTrialSubjectReadingID": "D",
+    "ClinicalTrialTimePointID": "Z",
+    "ClinicalTrialCoordinatingCenterName": "Z",
+    "AddressTrial": "X",
+    "CurrentObserverTrial": "X",
+    # signatures and modification history
+    "DigitalSignaturesSequence": "X",
+    "ReferencedDigitalSignatureSequence": "X",
+    "ReferencedSOPInstanceMACSequence": "X",
+    "MAC": "X",
+    "ModifiedAttributesSequence": "X",
+    "OriginalAttributesSequence": "X",
+    "DataSetTrailingPadding": "X",
+    # UIDs
+    "StudyInstanceUID": "U",
+    "SeriesInstanceUID": "U",
+    "SOPInstanceUID": "U",
+    "FrameOfReferenceUID": "U",
+    "SynchronizationFrameOfReferenceUID": "U",
+    "ReferencedFrameOfReferenceUID": "U",
+    "RelatedFrameOfReferenceUID": "U",
+    "SourceFrameOfReferenceUID": "U",
+    "ReferencedSOPInstanceUID": "U",
+    "ReferencedSOPInstanceUIDInFile": "U",
+    "ReferencedGeneralPurposeScheduledProcedureStepTransactionUID": "U",
+    "FailedSOPInstanceUIDList": "U",
+    "ConcatenationUID": "U",
+    "DimensionOrganizationUID": "U",
+    "PyramidUID": "U",
+    "AcquisitionUID": "U",
+    "IrradiationEventUID": "U",
+    "InstanceCreatorUID": "U",
+    "DeviceUID": "U",
+    "DigitalSignatureUID": "U",
+    "DoseReferenceUID": "U",
+    "FiducialUID": "U",
+    "LargePaletteColorLookupTableUID": "U",
+    "PaletteColorLookupTableUID": "U",
+    "MultiplexGroupUID": "U",
+    "ObservationUID": "U",
+    "PresentationDisplayCollectionUID": "U",
+    "PresentationSequenceCollectionUID": "U",
+    "SpecimenUID": "U",
+    "StorageMediaFileSetUID": "U",
+    "TargetUID": "U",
+    "TemplateExtensionCreatorUID": "U",
+    "TemplateExtensionOrganizationUID": "U",
+    "TrackingUID": "U",
+    "TransactionUID": "U",
+    "UID": "U",
+}
+
+# UI attributes that name a definition (a class, an encoding, a coding scheme), never replaced.
+_DEFINITION_UIDS = frozenset(
+    {"CodingSchemeUID", "MappingResourceUID", "ContextUID", "ContextGroupExtensionCreatorUID"}
+)
+_DEFINITION_SUFFIXES = ("ClassUID", "SyntaxUID", "ClassUIDInFile", "SyntaxUIDInFile")
+_PSEUDONYM = re.compile(r"^[ -\[\]-~]{1,64}$")  # printable ASCII without backslash
+
+# Dummy values for D, by VR.
+_DUMMY: dict[str, Any] = {
+    "AE": "ANONYMIZED",
+    "AS": "000Y",
+    "CS": "ANONYMIZED",
+    "DA": "19000101",
+    "DT": "19000101000000",
+    "TM": "000000",
+    "DS": "0",
+    "IS": "0",
+    "LO": "ANONYMIZED",
+    "LT": "ANONYMIZED",
+    "SH": "ANONYMIZED",
+    "ST": "ANONYMIZED",
+    "UC": "ANONYMIZED",
+    "UT": "ANONYMIZED",
+    "UR": "urn:anonymized",
+    "PN": "ANONYMIZED",
+}
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+
+
+class DeidError(Exception):
+    """The instance cannot be pseudonymised; ``code`` says why, ``message`` says it for a person."""
+
+    def __init__(self, code: DeidErrorCode, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code: DeidErrorCode = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Pseudonymised:
+    data: bytes  # the Part-10 file
+    uid_map: dict[str, str] = field(repr=False)  # original UID → replacement, for this instance
+
+
+def action_for(code: str) -> Action:
+    """The action this module takes for a code of Table E.1-1 (see the module docstring)."""
+    if "U" in code:
+        return "U"
+    if "D" in code:
+        return "D"
+    if "Z" in code:
+        return "Z"
+    return "X"
+
+
+_ACTIONS: dict[str, Action] = {keyword: action_for(code) for keyword, code in TABLE_E1_1.items()}
+
+
+def pseudonymous_uid(key: bytes, uid: str) -> str:
+    """``2.25.<n>``: n is HMAC-SHA256(key, uid) cut to 128 bits, as a version-8 UUID."""
+    digest = hmac.new(key, uid.encode("ascii", "replace"), hashlib.sha256).digest()
+    n = int.from_bytes(digest[:16], "big")
+    n = (n & ~(0xF << 76)) | (0x8 << 76)  # version 8 (custom)
+    n = (n & ~(0x3 << 62)) | (0x2 << 62)  # variant 10 (RFC 9562)
+    return f"2.25.{n}"
+
+
+def pseudonymise(
+    source: Dataset | bytes,
+    *,
+    key: bytes,
+    pseudonym: str,
+    accept_burned_in: bool = False,
+) -> Pseudonymised:
+    """One instance (a data set, or the bytes of a Part-10 file) pseudonymised. Blocking.
+
+    ``key`` (at least 16 bytes, kept secret by the sender) makes the UIDs; ``pseudonym`` (printable
+    ASCII without backslash, at most 64 characters) replaces the patient's name and ID.
+    """
+    if len(key) < MIN_KEY_BYTES:
+        raise DeidError("bad-key", f"the key must have at least {MIN_KEY_BYTES} bytes")
+    if not _PSEUDONYM.match(pseudonym):
+        raise DeidError("bad-pseudonym", "the pseudonym must be 1-64 printable ASCII characters")
+    ds = _dataset(source)
+    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES" and not accept_burned_in:
+        raise DeidError("burned-in-annotation", "the pixel data has burned-in annotation")
+    if not ds.get("SOPInstanceUID") or not ds.get("SOPClassUID"):
+        raise DeidError("missing-uid", "the data set has no SOP Instance or SOP Class UID")
+    transfer_syntax = UID(str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "")))
+    uid_map: dict[str, str] = {}
+    _clean(ds, key, uid_map)
+    ds.PatientName = pseudonym
+    ds.PatientID = pseudonym
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = DEIDENTIFICATION_METHOD
+    code = Dataset()
+    code.CodeValue = "113100"
+    code.CodingSchemeDesignator = "DCM"
+    code.CodeMeaning = "Basic Application Confidentiality Profile"
+    ds.DeidentificationMethodCodeSequence = Sequence([code])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(str(ds.SOPClassUID))
+    meta.MediaStorageSOPInstanceUID = UID(str(ds.SOPInstanceUID))
+    meta.TransferSyntaxUID = transfer_syntax if transfer_syntax else ExplicitVRLittleEndian
+    ds.file_meta = meta
+    out = io.BytesIO()
+    try:
+        ds.save_as(out, enforce_file_format=True)
+    except Exception as exc:  # a value pydicom cannot encode in the kept transfer syntax
+        raise DeidError("unwritable", f"cannot write: {type(exc).__name__}") from None
+    return Pseudonymised(data=out.getvalue(), uid_map=uid_map)
+
+
+def _dataset(source: Dataset | bytes) -> Dataset:
+    if isinstance(source, Dataset):
+        return copy.deepcopy(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's complaints may quote patient data
+            return dcmread(io.BytesIO(source), force=False)
+    except Exception as exc:  # untrusted bytes: any parser failure is the file's fault
+        raise DeidError("not-dicom", f"cannot parse: {type(exc).__name__}") from None
+
+
+def _is_removed_group(tag: BaseTag) -> bool:
+    group = tag.group
+    curves_or_overlays = 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF
+    return tag.is_private or (curves_or_overlays and group % 2 == 0) or tag.element == 0
+
+
+def _clean(ds: Dataset, key: bytes, uid_map: MutableMapping[str, str]) -> None:
+    for tag in list(ds.keys()):
+        if _is_removed_group(tag):
+            del ds[tag]
+            continue
+        element = ds[tag]
+        keyword = keyword_for_tag(tag)
+        action = _ACTIONS.get(keyword)
+        if action == "X":
+            del ds[tag]
+        elif action == "Z" or (action == "D" and element.VR == "SQ"):
+            element.value = Sequence() if element.VR == "SQ" else None
+        elif action == "D":
+            _dummy(element)
+        elif element.VR == "SQ":  # U (X/Z/U*) or not in the table: keep, clean inside
+            for item in element.value:
+                _clean(item, key, uid_map)
+        elif element.VR == "UI" and (action == "U" or _replaceable_uid(keyword, element)):
+            _replace_uids(element, key, uid_map)
+
+
+def _dummy(element: DataElement) -> None:
+    vr = element.VR
+    if vr == "UI":
+        return  # D rows are not UIDs; a UI value would be replaced by the U rule
+    if vr in _BINARY_VRS:
+        element.value = b"\x00\x00"
+    elif vr in _DUMMY:
+        element.value = _DUMMY[vr]
+    else:  # binary numbers: FL, FD, SL, SS, SV, UL, US, UV, AT
+        element.value = 0
+
+
+def _replaceable_uid(keyword: str, element: DataElement) -> bool:
+    if keyword in _DEFINITION_UIDS or keyword.endswith(_DEFINITION_SUFFIXES):
+        return False
+    values = element.value if isinstance(element.value, MultiValue) else [element.value]
+    return any(v and not UID(str(v)).keyword for v in values)
+
+
+def _replace_uids(element: DataElement, key: bytes, uid_map: MutableMapping[str, str]) -> None:
+    def replace(value: object) -> str:
+        original = str(value or "").strip("\0 ")
+        if not original:
+            return original
+        new = uid_map.get(original)
+        if new is None:
+            new = uid_map[original] = pseudonymous_uid(key, original)
+        return new
+
+    if isinstance(element.value, MultiValue):
+        element.value = [replace(v) for v in element.value]
+    elif element.value:
+        element.value = replace(element.value)
