@@ -230,9 +230,8 @@ def _patient_ids(seg: Segment) -> tuple[PatientId, ...]:
             if not value:
                 continue
             authority = seg.comp(n, 4, rep) or seg.comp(n, 4, rep, sub=2)
-            pid = PatientId(value, seg.comp(n, 5, rep).strip(), authority)
-            if pid not in ids:
-                ids.append(pid)
+            if n == 3 or all(known.value != value for known in ids):
+                ids.append(PatientId(value, seg.comp(n, 5, rep).strip(), authority))
     return tuple(ids)
 
 
@@ -273,6 +272,8 @@ def parse_oru(
         seg = Segment.parse(line, sequence, d, codec)
         if seg.name == "MSH" or (seg.name == "PID" and (pid is not None or orders)):
             raise seg.error("segment-sequence")
+        if seg.name == "OBX" and (orc is not None or not orders):
+            raise seg.error("obx-without-obr")
         if orc is not None and seg.name not in ("OBR", "NTE"):
             raise orc.error("segment-sequence")  # ORC must be followed by its OBR
         if seg.name == "PID":
@@ -283,8 +284,6 @@ def parse_oru(
             orders.append(_OrderDraft(seg, orc, tz))
             orc, context = None, "order"
         elif seg.name == "OBX":
-            if not orders:
-                raise seg.error("obx-without-obr")
             order = orders[-1]
             order.results.append(_result(seg, tz, order.observed_at))
             context = "result"

@@ -78,7 +78,7 @@ def with_delimiters(text: str, delimiters: str) -> str:
 
 def oru(*segments: str, charset: str = "UNICODE UTF-8", kind: str = "ORU^R01") -> str:
     """A small message around the given segments."""
-    msh = f"MSH|^~\\&|LIS|LAB|HUIZHEN|HZ|20240315103000||{kind}|C1|P|2.5.1|||||{charset}"
+    msh = f"MSH|^~\\&|LIS|LAB|HUIZHEN|HZ|20240315103000||{kind}|C1|P|2.5.1||||||{charset}"
     return "\r".join([msh, *segments])
 
 
