@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from server.keys import SETTINGS
 from server.policy import Action
 from server.routing import Call, ResponseModel, Router
@@ -20,6 +22,9 @@ class RtcConfig(ResponseModel):
     ice_servers: list[IceServerOut]
     #: Seconds the TURN credentials stay valid; fetch again before then.
     ttl_seconds: int
+    #: ``RTCPeerConnection``'s ``iceTransportPolicy``: ``relay`` when the deployment sends all
+    #: media through TURN (``HUIZHEN_ICE_RELAY_ONLY``), else ``all``.
+    ice_transport_policy: Literal["all", "relay"] = "all"
 
 
 @router.route(
@@ -31,7 +36,8 @@ class RtcConfig(ResponseModel):
     response=RtcConfig,
 )
 async def get_ice_servers(call: Call[None, None]) -> RtcConfig:
-    """Pass ``ice_servers`` to ``RTCPeerConnection({iceServers})`` as they are."""
+    """Pass ``ice_servers`` and ``ice_transport_policy`` to ``RTCPeerConnection({iceServers,
+    iceTransportPolicy})`` as they are."""
     settings = call.app[SETTINGS]
     servers = ice_servers(
         settings.turn_urls,
@@ -45,4 +51,5 @@ async def get_ice_servers(call: Call[None, None]) -> RtcConfig:
             for s in servers
         ],
         ttl_seconds=settings.turn_ttl_seconds,
+        ice_transport_policy="relay" if settings.ice_relay_only else "all",
     )

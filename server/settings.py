@@ -55,6 +55,8 @@ class Settings:
     #: coturn ``static-auth-secret`` for short-lived REST credentials.
     turn_secret: str = ""
     turn_ttl_seconds: int = 3600
+    #: Browsers and peers use relayed (TURN) candidates only: media always passes through TURN.
+    ice_relay_only: bool = False
     #: Directory of the built web front end; empty means ``web/dist`` beside the packages.
     web_dir: str = ""
     #: Apply pending migrations when the server starts.
@@ -138,6 +140,7 @@ class Settings:
             turn_ttl_seconds=reader.get(
                 "TURN_TTL_SECONDS", _positive_int, defaults.turn_ttl_seconds
             ),
+            ice_relay_only=reader.get("ICE_RELAY_ONLY", _bool, defaults.ice_relay_only),
             web_dir=reader.get("WEB_DIR", str, defaults.web_dir),
             migrate_on_start=reader.get("MIGRATE_ON_START", _bool, defaults.migrate_on_start),
             db_pool_size=reader.get("DB_POOL_SIZE", _positive_int, defaults.db_pool_size),
@@ -180,6 +183,7 @@ VARIABLES: tuple[str, ...] = (
     "TURN_URLS",
     "TURN_SECRET",
     "TURN_TTL_SECONDS",
+    "ICE_RELAY_ONLY",
     "WEB_DIR",
     "MIGRATE_ON_START",
     "DB_POOL_SIZE",

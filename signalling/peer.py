@@ -21,6 +21,7 @@ from aioice import Candidate
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
     VideoStreamTrack,
@@ -101,8 +102,13 @@ class HeadlessPeer:
             RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
             for s in config["ice_servers"]
         ]
+        policy = (
+            RTCIceTransportPolicy.RELAY
+            if config.get("ice_transport_policy") == "relay"
+            else RTCIceTransportPolicy.ALL
+        )
         # An explicit configuration: with none, aiortc adds a public STUN server.
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers, iceTransportPolicy=policy))
         self.pc.addTrack(VideoStreamTrack())
         self.pc.on("track", self._track)
         self.pc.on("datachannel", self._datachannel)

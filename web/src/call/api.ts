@@ -40,13 +40,23 @@ export const reportConnected = (callId: string): Promise<CallOut> =>
   api.post<CallOut>(`/api/v1/calls/${callId}/connected`, {})
 export const hangupCall = (callId: string): Promise<CallOut> => api.post<CallOut>(`/api/v1/calls/${callId}/hangup`, {})
 
-export async function iceServers(): Promise<RTCIceServer[]> {
-  const body = await api.get<{ ice_servers: IceServer[] }>('/api/v1/rtc/ice-servers')
-  return body.ice_servers.map((s) => ({
-    urls: s.urls,
-    ...(s.username ? { username: s.username } : {}),
-    ...(s.credential ? { credential: s.credential } : {}),
-  }))
+interface RtcConfigOut {
+  ice_servers: IceServer[]
+  ttl_seconds: number
+  ice_transport_policy: 'all' | 'relay'
+}
+
+/** The peer connection's configuration: ICE servers with fresh TURN credentials, and the policy. */
+export async function rtcConfiguration(): Promise<RTCConfiguration> {
+  const body = await api.get<RtcConfigOut>('/api/v1/rtc/ice-servers')
+  return {
+    iceServers: body.ice_servers.map((s) => ({
+      urls: s.urls,
+      ...(s.username ? { username: s.username } : {}),
+      ...(s.credential ? { credential: s.credential } : {}),
+    })),
+    iceTransportPolicy: body.ice_transport_policy,
+  }
 }
 
 /** Call events (call.ringing, call.accepted, …) carry the call id in their payload. */

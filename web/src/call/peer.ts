@@ -1,19 +1,34 @@
-// One side of a two-party video call: the camera and microphone, an RTCPeerConnection, and the
-// signalling over the realtime channel (docs/events.md, "Video signalling"). The caller sends
-// the offer once the invitee has answered; the callee answers it; ICE candidates trickle both
-// ways (`null` ends them; aiortc sends none, its candidates are in its SDP). Media goes peer to
-// peer; with no ICE servers (a LAN, the test machine) host candidates suffice.
+// One side of a video call: the camera and microphone, an RTCPeerConnection with the other
+// participant, and the signalling over the realtime channel (docs/events.md, "Video
+// signalling"). The caller sends the first offer once the invitee has answered; ICE candidates
+// trickle both ways (`null` ends them; aiortc sends none, its candidates are in its SDP).
+//
+// Surviving bad networks:
+// - ICE restart. When ICE goes `disconnected` (after a grace period) or `failed`, a side sends an
+//   offer with `iceRestart` (after fetching fresh TURN credentials), and again with backoff until
+//   the call is back. Glare is settled by the "perfect negotiation" rule: the caller is impolite
+//   (leads: restarts after 2 s and ignores a colliding offer), the callee polite (restarts only
+//   after 8 s, and yields to a colliding offer by rolling its own back).
+// - The realtime channel coming back: the page re-joins the call's room, and a side whose ICE is
+//   not connected restarts it at once (also when it hears the other side re-join).
+// - Media modes (mode.ts): full, low (≤180 lines at 15 fps, 150 kbit/s) and audio only, applied
+//   to our senders and told to the other side over a negotiated data channel, which applies the
+//   same; chosen by the user or by the quality monitor (quality.ts).
+// - Side connections: an offer from a third member (the server's recording participant) gets
+//   its own RTCPeerConnection that sends our camera and microphone.
 
 import type { Socket } from 'socket.io-client'
 import { connectRealtime } from '../realtime'
-import { hangupCall, iceServers, reportConnected } from './api'
+import { hangupCall, reportConnected, rtcConfiguration } from './api'
+import { applyMode, type MediaMode, type ModeMessage, isModeMessage } from './mode'
 
-export type PeerStatus = 'starting' | 'waiting' | 'connecting' | 'connected' | 'ended' | 'failed'
+export type PeerStatus = 'starting' | 'waiting' | 'connecting' | 'connected' | 'reconnecting' | 'ended' | 'failed'
 
 interface Signal {
   call_id: string
-  kind: 'offer' | 'answer' | 'ice' | 'hangup'
+  kind: 'offer' | 'answer' | 'ice' | 'hangup' | 'joined'
   from?: string
+  to?: string | null
   sdp?: string
   candidate?: RTCIceCandidateInit | null
 }
@@ -23,7 +38,15 @@ export interface PeerEvents {
   remoteStream: (stream: MediaStream) => void
   /** The other side hung up (a `hangup` signal). */
   remoteHangup: () => void
+  /** The call's media mode changed, here (`remote` false) or on the other side. */
+  mode?: (mode: MediaMode, remote: boolean, auto: boolean) => void
 }
+
+/** A negotiated data channel both sides open with the same id: no extra signalling. */
+const CONTROL_CHANNEL_ID = 100
+/** ICE restart: first attempt after this long `disconnected` (impolite / polite side), ms. */
+const RESTART_GRACE = { impolite: 2_000, polite: 8_000 }
+const RESTART_BACKOFF_MAX = 10_000
 
 function isSignal(value: unknown): value is Signal {
   if (typeof value !== 'object' || value === null) return false
@@ -44,13 +67,27 @@ export class CallPeer {
   readonly caller: boolean
   pc: RTCPeerConnection | null = null
   localStream: MediaStream | null = null
+  mode: MediaMode = 'full'
+  /** The other participant's user id, once a signal from them arrived. */
+  remoteId: string | null = null
+  /** ICE restarts sent so far (shown in the test hook). */
+  restarts = 0
+  private config: RTCConfiguration = {}
   private socket: Socket | null = null
+  private control: RTCDataChannel | null = null
   private readonly events: PeerEvents
   private pending: (RTCIceCandidateInit | null)[] = []
   private remoteSet = false
   private offered = false
   private reported = false
   private closed = false
+  private makingOffer = false
+  private ignoreOffer = false
+  private restartTimer: ReturnType<typeof setTimeout> | null = null
+  private backoff = 0
+  /** Signals are handled one at a time, in order: a candidate never overtakes its offer. */
+  private queue: Promise<void> = Promise.resolve()
+  private readonly sides = new Map<string, RTCPeerConnection>()
 
   constructor(callId: string, caller: boolean, events: PeerEvents) {
     this.callId = callId
@@ -58,26 +95,38 @@ export class CallPeer {
     this.events = events
   }
 
+  /** Perfect negotiation: the callee yields when offers collide. */
+  get polite(): boolean {
+    return !this.caller
+  }
+
   /** Camera, peer connection, `call.join`. The callee then waits for the offer. */
   async start(): Promise<MediaStream> {
-    this.events.status('starting')
-    const [stream, servers] = await Promise.all([
+    this.setStatus('starting')
+    const [stream, config] = await Promise.all([
       navigator.mediaDevices.getUserMedia({ video: true, audio: true }),
-      iceServers(),
+      rtcConfiguration(),
     ])
     if (this.closed) {
       stream.getTracks().forEach((track) => track.stop())
       throw new Error('call closed')
     }
     this.localStream = stream
-    const pc = new RTCPeerConnection({ iceServers: servers })
+    this.config = config
+    const pc = new RTCPeerConnection(config)
     this.pc = pc
     for (const track of stream.getTracks()) pc.addTrack(track, stream)
+    this.control = pc.createDataChannel('control', { negotiated: true, id: CONTROL_CHANNEL_ID })
+    this.control.addEventListener('message', (e) => this.onControl(e.data))
+    this.control.addEventListener('open', () => {
+      // Tell a late channel what we already chose.
+      if (this.mode !== 'full') this.tell({ type: 'mode', mode: this.mode, auto: false })
+    })
     pc.addEventListener('icecandidate', (e) => {
       // An empty candidate string is Chrome's per-generation end marker: `null` covers it.
       if (e.candidate && !e.candidate.candidate) return
-      this.send({ kind: 'ice', candidate: e.candidate ? e.candidate.toJSON() : null }).catch((error: unknown) =>
-        console.warn('ICE candidate not relayed', error),
+      this.send({ kind: 'ice', candidate: e.candidate ? e.candidate.toJSON() : null }, this.remoteId).catch(
+        (error: unknown) => console.warn('ICE candidate not relayed', error),
       )
     })
     pc.addEventListener('track', (e) => {
@@ -99,24 +148,30 @@ export class CallPeer {
       })
     }
     await emitChecked(socket, 'call.join', { call_id: this.callId })
-    this.events.status('waiting')
+    this.setStatus('waiting')
     return stream
   }
 
   /** The caller, once the invitee has answered. */
   async offer(): Promise<void> {
-    const pc = this.pc
-    if (!pc || this.offered || this.closed) return
+    if (!this.pc || this.offered || this.closed) return
     this.offered = true
-    this.events.status('connecting')
-    await pc.setLocalDescription(await pc.createOffer())
-    await this.send({ kind: 'offer', sdp: pc.localDescription?.sdp ?? '' })
+    this.setStatus('connecting')
+    await this.makeOffer(false)
+  }
+
+  /** Switch the call's media mode here and tell the other side, which does the same. */
+  async setMode(mode: MediaMode, auto = false): Promise<void> {
+    if (this.closed || !this.pc) return
+    await this.applyLocalMode(mode)
+    this.events.mode?.(mode, false, auto)
+    this.tell({ type: 'mode', mode, auto })
   }
 
   /** Hang up: tell the other side, leave the call on the server, release the camera. */
   async hangup(): Promise<void> {
     if (this.closed) return
-    await this.send({ kind: 'hangup' }).catch(() => undefined)
+    await this.send({ kind: 'hangup' }, null).catch(() => undefined)
     this.close()
     await hangupCall(this.callId)
   }
@@ -125,47 +180,69 @@ export class CallPeer {
   close(): void {
     if (this.closed) return
     this.closed = true
+    if (this.restartTimer) clearTimeout(this.restartTimer)
     if (this.socket) {
       this.socket.off('call.signal', this.onSignal)
       this.socket.off('connect', this.onReconnect)
       if (this.socket.connected) this.socket.emit('call.leave', { call_id: this.callId })
     }
     this.pc?.close()
+    for (const side of this.sides.values()) side.close()
+    this.sides.clear()
     this.localStream?.getTracks().forEach((track) => track.stop())
-    this.events.status('ended')
+    this.setStatus('ended')
   }
 
-  private async send(body: Omit<Signal, 'call_id'>): Promise<void> {
+  // -- signalling -------------------------------------------------------------------------------
+
+  private async send(body: Omit<Signal, 'call_id'>, to: string | null): Promise<void> {
     if (!this.socket || this.closed) return
-    await emitChecked(this.socket, 'call.signal', { call_id: this.callId, ...body })
+    await emitChecked(this.socket, 'call.signal', { call_id: this.callId, ...body, to })
   }
 
   private readonly onReconnect = (): void => {
-    if (this.socket && !this.closed) void emitChecked(this.socket, 'call.join', { call_id: this.callId }).catch(console.warn)
+    if (!this.socket || this.closed) return
+    void emitChecked(this.socket, 'call.join', { call_id: this.callId })
+      .then(() => {
+        // Back in the room: anything sent while we were away is lost; restart if we need to.
+        if (!this.iceUp()) this.scheduleRestart(0)
+      })
+      .catch(console.warn)
   }
 
   private readonly onSignal = (value: unknown): void => {
     if (!isSignal(value) || value.call_id !== this.callId || this.closed) return
-    void this.handle(value).catch((error: unknown) => {
-      console.warn('call signal failed', error)
-      this.events.status('failed')
-    })
+    this.queue = this.queue
+      .then(() => this.handle(value))
+      .catch((error: unknown) => console.warn('call signal failed', error))
   }
 
   private async handle(signal: Signal): Promise<void> {
     const pc = this.pc
-    if (!pc) return
+    if (!pc || this.closed) return
+    const from = signal.from ?? null
+    if (from && this.sides.has(from)) return this.handleSide(from, signal)
+    if (from && this.remoteId && from !== this.remoteId) {
+      if (signal.kind === 'offer') return this.handleSide(from, signal)
+      return // not ours (another pair of the mesh)
+    }
     switch (signal.kind) {
-      case 'offer':
-        if (this.caller || !signal.sdp) return
-        this.events.status('connecting')
-        await pc.setRemoteDescription({ type: 'offer', sdp: signal.sdp })
+      case 'offer': {
+        if (!signal.sdp) return
+        const collision = this.makingOffer || pc.signalingState !== 'stable'
+        this.ignoreOffer = !this.polite && collision
+        if (this.ignoreOffer) return
+        if (from) this.remoteId = from
+        if (this.lastStatus !== 'reconnecting') this.setStatus('connecting')
+        await pc.setRemoteDescription({ type: 'offer', sdp: signal.sdp }) // rolls ours back
         await this.drain()
         await pc.setLocalDescription(await pc.createAnswer())
-        await this.send({ kind: 'answer', sdp: pc.localDescription?.sdp ?? '' })
+        await this.send({ kind: 'answer', sdp: pc.localDescription?.sdp ?? '' }, this.remoteId)
         return
+      }
       case 'answer':
-        if (!this.caller || !signal.sdp) return
+        if (!signal.sdp || pc.signalingState !== 'have-local-offer') return
+        if (from) this.remoteId = from
         await pc.setRemoteDescription({ type: 'answer', sdp: signal.sdp })
         await this.drain()
         return
@@ -176,6 +253,10 @@ export class CallPeer {
         return
       case 'hangup':
         this.events.remoteHangup()
+        return
+      case 'joined':
+        // The other side (re-)joined the room: if our media is down, it can hear a restart now.
+        if (this.remoteSet && !this.iceUp()) this.scheduleRestart(0)
         return
     }
   }
@@ -188,20 +269,136 @@ export class CallPeer {
   }
 
   private async addCandidate(candidate: RTCIceCandidateInit | null): Promise<void> {
-    // `null` ends the candidates.
-    await this.pc?.addIceCandidate(candidate ?? undefined)
+    try {
+      // `null` ends the candidates.
+      await this.pc?.addIceCandidate(candidate ?? undefined)
+    } catch (error) {
+      // Candidates of an offer we ignored (glare), or of a generation a restart replaced.
+      if (!this.ignoreOffer) console.warn('ICE candidate refused', error)
+    }
+  }
+
+  private async makeOffer(iceRestart: boolean): Promise<void> {
+    const pc = this.pc
+    if (!pc || this.closed) return
+    this.makingOffer = true
+    try {
+      await pc.setLocalDescription(await pc.createOffer({ iceRestart }))
+      await this.send({ kind: 'offer', sdp: pc.localDescription?.sdp ?? '' }, this.remoteId)
+    } finally {
+      this.makingOffer = false
+    }
+  }
+
+  // -- reconnection -----------------------------------------------------------------------------
+
+  private lastStatus: PeerStatus = 'starting'
+
+  private setStatus(status: PeerStatus): void {
+    this.lastStatus = status
+    this.events.status(status)
+  }
+
+  private iceUp(): boolean {
+    const state = this.pc?.iceConnectionState
+    return state === 'connected' || state === 'completed'
   }
 
   private onIceState(): void {
     const state = this.pc?.iceConnectionState
     if (state === 'connected' || state === 'completed') {
-      this.events.status('connected')
+      this.backoff = 0
+      if (this.restartTimer) clearTimeout(this.restartTimer)
+      this.restartTimer = null
+      this.setStatus('connected')
       if (!this.reported) {
         this.reported = true
         reportConnected(this.callId).catch((error: unknown) => console.warn('call connected report failed', error))
       }
+    } else if ((state === 'disconnected' || state === 'failed') && this.remoteSet) {
+      this.setStatus('reconnecting')
+      const grace = this.polite ? RESTART_GRACE.polite : RESTART_GRACE.impolite
+      this.scheduleRestart(state === 'failed' && !this.polite ? 0 : grace)
     } else if (state === 'failed') {
-      this.events.status('failed')
+      this.setStatus('failed')
+    }
+  }
+
+  private scheduleRestart(delay: number): void {
+    if (this.closed) return
+    if (this.restartTimer) clearTimeout(this.restartTimer)
+    this.restartTimer = setTimeout(() => void this.restart(), delay)
+  }
+
+  /** An ICE restart with fresh TURN credentials; tried again with backoff until ICE is up. */
+  private async restart(): Promise<void> {
+    this.restartTimer = null
+    const pc = this.pc
+    if (!pc || this.closed || this.iceUp()) return
+    this.setStatus('reconnecting')
+    this.backoff = Math.min(this.backoff ? this.backoff * 2 : 2_000, RESTART_BACKOFF_MAX)
+    this.scheduleRestart(this.backoff + (this.polite ? RESTART_GRACE.polite : 0))
+    try {
+      this.config = await rtcConfiguration()
+      pc.setConfiguration(this.config)
+    } catch (error) {
+      console.warn('ICE servers not refreshed; restarting with the old ones', error)
+    }
+    if (this.closed || this.iceUp()) return
+    this.restarts += 1
+    await this.makeOffer(true).catch((error: unknown) => console.warn('ICE restart offer not sent', error))
+  }
+
+  // -- media modes ------------------------------------------------------------------------------
+
+  private async applyLocalMode(mode: MediaMode): Promise<void> {
+    this.mode = mode
+    const senders = [this.pc, ...this.sides.values()].flatMap((pc) => pc?.getSenders() ?? [])
+    await Promise.all(senders.map((sender) => applyMode(sender, mode)))
+  }
+
+  private tell(message: ModeMessage): void {
+    if (this.control?.readyState === 'open') this.control.send(JSON.stringify(message))
+  }
+
+  private onControl(data: unknown): void {
+    let message: unknown
+    try {
+      message = typeof data === 'string' ? JSON.parse(data) : null
+    } catch {
+      return
+    }
+    if (!isModeMessage(message) || message.mode === this.mode) return
+    void this.applyLocalMode(message.mode).then(() => this.events.mode?.(message.mode, true, message.auto))
+  }
+
+  // -- side connections (a third member: the recorder) -----------------------------------------
+
+  private async handleSide(from: string, signal: Signal): Promise<void> {
+    let side = this.sides.get(from)
+    if (signal.kind === 'hangup') {
+      side?.close()
+      this.sides.delete(from)
+      return
+    }
+    if (signal.kind === 'offer' && signal.sdp) {
+      if (!side) {
+        side = new RTCPeerConnection(this.config)
+        this.sides.set(from, side)
+        for (const track of this.localStream?.getTracks() ?? []) side.addTrack(track, this.localStream!)
+        side.addEventListener('icecandidate', (e) => {
+          if (e.candidate && !e.candidate.candidate) return
+          this.send({ kind: 'ice', candidate: e.candidate ? e.candidate.toJSON() : null }, from).catch(() => undefined)
+        })
+      }
+      await side.setRemoteDescription({ type: 'offer', sdp: signal.sdp })
+      await side.setLocalDescription(await side.createAnswer())
+      await Promise.all(side.getSenders().map((sender) => applyMode(sender, this.mode)))
+      await this.send({ kind: 'answer', sdp: side.localDescription?.sdp ?? '' }, from)
+      return
+    }
+    if (signal.kind === 'ice' && side && signal.candidate !== undefined) {
+      await side.addIceCandidate(signal.candidate ?? undefined).catch(() => undefined)
     }
   }
 }

@@ -156,9 +156,18 @@ const en: Messages = {
       waiting: 'Waiting…',
       connecting: 'Connecting…',
       connected: 'Connected',
+      reconnecting: 'Network lost; reconnecting…',
       ended: 'Ended',
       failed: 'Connection failed',
     },
+    mode: {
+      full: 'Standard',
+      low: 'Low bandwidth',
+      audio: 'Audio only',
+    },
+    modeAuto: 'Poor network: switched to “{mode}” automatically',
+    modeRemote: 'The other side switched to “{mode}”',
+    modeRemoteAuto: 'The other side’s network is poor: switched to “{mode}” automatically',
   },
   presence: {
     online: 'Online',

@@ -157,9 +157,18 @@ const zhCN = {
       waiting: '等待中…',
       connecting: '正在连接…',
       connected: '已接通',
+      reconnecting: '网络中断，正在重连…',
       ended: '已结束',
       failed: '连接失败',
     },
+    mode: {
+      full: '标准',
+      low: '低带宽',
+      audio: '仅语音',
+    },
+    modeAuto: '网络较差，已自动切换为“{mode}”模式',
+    modeRemote: '对方已切换为“{mode}”模式',
+    modeRemoteAuto: '对方网络较差，已自动切换为“{mode}”模式',
   },
   presence: {
     online: '在线',
