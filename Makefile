@@ -11,7 +11,7 @@ export HUIZHEN_HOST ?= 127.0.0.1
 export HUIZHEN_PORT ?= 8080
 export HUIZHEN_DATA_DIR ?= var
 
-.PHONY: run test check web bench bench-api bench-cycles clean install
+.PHONY: run test check web bench bench-api bench-cycles bench-realtime clean install
 
 $(BIN)/huizhen: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,12 +46,16 @@ test: install web
 bench: install
 	$(PY) -m bench.api
 	$(PY) -m bench.cycles
+	$(PY) -m bench.realtime
 
 bench-api: install
 	$(PY) -m bench.api
 
 bench-cycles: install
 	$(PY) -m bench.cycles
+
+bench-realtime: install
+	$(PY) -m bench.realtime
 
 clean:
 	rm -rf $(VENV) web/node_modules web/dist var .mypy_cache .ruff_cache .pytest_cache
