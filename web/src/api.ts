@@ -131,6 +131,8 @@ export interface UploadProgress {
 }
 
 export interface UploadOptions {
+  /** POST by default; PUT for a chunk of a resumable upload. */
+  method?: 'POST' | 'PUT'
   query?: Query
   onProgress?: (progress: UploadProgress) => void
   signal?: AbortSignal
@@ -145,7 +147,7 @@ export interface UploadOptions {
 export function uploadFile<T>(path: string, file: Blob, options: UploadOptions = {}): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const xhr = new XMLHttpRequest()
-    xhr.open('POST', withQuery(path, options.query))
+    xhr.open(options.method ?? 'POST', withQuery(path, options.query))
     xhr.withCredentials = true
     xhr.setRequestHeader('Accept', 'application/json')
     xhr.setRequestHeader('Content-Type', file.type || 'application/octet-stream')

@@ -1,4 +1,5 @@
 import type { Messages } from './zh-CN'
+import imaging from './imaging.en'
 
 const en: Messages = {
   app: {
@@ -804,6 +805,7 @@ const en: Messages = {
     text: 'There is nothing at this address, or it has moved.',
     home: 'Back to home',
   },
+  imaging,
 }
 
 export default en

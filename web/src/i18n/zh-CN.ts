@@ -1,5 +1,6 @@
 // Simplified Chinese: the source language. en.ts must have exactly the same keys.
 // Note vue-i18n syntax: {name} interpolates; avoid bare @ | { } in texts.
+import imaging from './imaging.zh-CN'
 
 const zhCN = {
   app: {
@@ -805,6 +806,7 @@ const zhCN = {
     text: '您访问的地址不存在，或已被移动。',
     home: '返回首页',
   },
+  imaging,
 }
 
 export default zhCN

@@ -1,0 +1,145 @@
+// The consult's studies, DICOMweb (QIDO-RS, WADO-RS metadata and rendered frames) and the ECG API.
+// DICOMweb is same-origin: the session cookie authenticates every GET, <img> ones included.
+
+import { ApiError, NetworkError, api } from '../api'
+import type { Problem } from '../types'
+import type { DicomJson, EcgData, EcgRef, SeriesRef, StudyBrief } from './types'
+
+export const DICOMWEB = '/dicomweb'
+
+const enc = encodeURIComponent
+
+export function seriesPath(s: SeriesRef): string {
+  return `${DICOMWEB}/studies/${enc(s.study_uid)}/series/${enc(s.series_uid)}`
+}
+
+export function instancePath(s: SeriesRef, instanceUid: string): string {
+  return `${seriesPath(s)}/instances/${enc(instanceUid)}`
+}
+
+/** Frames are numbered from 1 (PS3.18). */
+export function framePath(s: SeriesRef, instanceUid: string, frame: number): string {
+  return `${instancePath(s, instanceUid)}/frames/${frame}`
+}
+
+export function thumbnailUrl(s: SeriesRef, instanceUid: string): string {
+  return `${instancePath(s, instanceUid)}/thumbnail`
+}
+
+export interface Window {
+  center: number
+  width: number
+}
+
+/** A server-rendered JPEG of one frame, windowed if asked, no larger than `size` pixels square. */
+export function renderedUrl(s: SeriesRef, instanceUid: string, frame: number, size: number, window?: Window | null): string {
+  const params = new URLSearchParams({ viewport: `${size},${size}` })
+  if (window) params.set('window', `${Math.round(window.center)},${Math.round(window.width)},linear`)
+  return `${framePath(s, instanceUid, frame)}/rendered?${params.toString()}`
+}
+
+export async function consultStudies(consultId: string, signal?: AbortSignal): Promise<StudyBrief[]> {
+  const page = await api.get<{ items: StudyBrief[] }>(`/api/v1/consults/${enc(consultId)}/studies`, undefined, signal)
+  return page.items
+}
+
+async function dicomJson(path: string, signal?: AbortSignal): Promise<DicomJson[]> {
+  let response: Response
+  try {
+    response = await fetch(path, { headers: { Accept: 'application/dicom+json' }, credentials: 'same-origin', signal })
+  } catch (error) {
+    if (error instanceof DOMException && error.name === 'AbortError') throw error
+    throw new NetworkError(error)
+  }
+  if (response.status === 204) return []
+  if (!response.ok) {
+    let problem: Problem | null = null
+    if ((response.headers.get('Content-Type') ?? '').includes('json')) {
+      problem = (await response.json().catch(() => null)) as Problem | null
+    }
+    throw new ApiError(response.status, problem, null)
+  }
+  return (await response.json()) as DicomJson[]
+}
+
+/** WADO-RS series metadata: one DICOM JSON data set per instance, bulk data by URI. */
+export function seriesMetadata(s: SeriesRef, signal?: AbortSignal): Promise<DicomJson[]> {
+  return dicomJson(`${seriesPath(s)}/metadata`, signal)
+}
+
+/** QIDO-RS instances of a series with what a plain image stack needs: number and frames. */
+export function seriesInstances(s: SeriesRef, signal?: AbortSignal): Promise<DicomJson[]> {
+  return dicomJson(`${seriesPath(s)}/instances?includefield=00200013&includefield=00280008&includefield=00281050&includefield=00281051`, signal)
+}
+
+export function getEcg(ref: EcgRef, signal?: AbortSignal): Promise<EcgData> {
+  return api.get<EcgData>(`/api/v1/ecg/${enc(ref.study_uid)}/${enc(ref.series_uid)}/${enc(ref.instance_uid)}`, undefined, signal)
+}
+
+// -- reading DICOM JSON ------------------------------------------------------------------------
+
+export function first(ds: DicomJson, tag: string): unknown {
+  return ds[tag]?.Value?.[0]
+}
+
+export function str(ds: DicomJson, tag: string): string {
+  const v = first(ds, tag)
+  return typeof v === 'string' ? v : typeof v === 'number' ? String(v) : ''
+}
+
+export function num(ds: DicomJson, tag: string): number | null {
+  const v = first(ds, tag)
+  const n = typeof v === 'number' ? v : typeof v === 'string' ? Number(v) : NaN
+  return Number.isFinite(n) ? n : null
+}
+
+export const TAG = {
+  sopInstanceUid: '00080018',
+  instanceNumber: '00200013',
+  numberOfFrames: '00280008',
+  imagePosition: '00200032',
+  windowCenter: '00281050',
+  windowWidth: '00281051',
+} as const
+
+export interface StackEntry {
+  instanceUid: string
+  frame: number
+}
+
+/**
+ * The frames of a series in viewing order: instances by Instance Number (then by position along
+ * the slice normal's z), each multi-frame instance expanded into its frames.
+ */
+export function stackOrder(instances: DicomJson[]): StackEntry[] {
+  const sorted = [...instances].sort((a, b) => {
+    const na = num(a, TAG.instanceNumber)
+    const nb = num(b, TAG.instanceNumber)
+    if (na !== null && nb !== null && na !== nb) return na - nb
+    const za = ds3(a)
+    const zb = ds3(b)
+    if (za !== null && zb !== null && za !== zb) return za - zb
+    return str(a, TAG.sopInstanceUid).localeCompare(str(b, TAG.sopInstanceUid))
+  })
+  const out: StackEntry[] = []
+  for (const ds of sorted) {
+    const uid = str(ds, TAG.sopInstanceUid)
+    if (!uid) continue
+    const frames = Math.max(1, num(ds, TAG.numberOfFrames) ?? 1)
+    for (let f = 1; f <= frames; f++) out.push({ instanceUid: uid, frame: f })
+  }
+  return out
+}
+
+function ds3(ds: DicomJson): number | null {
+  const v = ds[TAG.imagePosition]?.Value?.[2]
+  return typeof v === 'number' ? v : null
+}
+
+/** The data set's own window (its first value), if any. */
+export function defaultWindow(ds: DicomJson | undefined): Window | null {
+  if (!ds) return null
+  const center = num(ds, TAG.windowCenter)
+  const width = num(ds, TAG.windowWidth)
+  return center !== null && width !== null && width > 0 ? { center, width } : null
+}
