@@ -27,10 +27,11 @@ attributes, never values of the patient.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from pydicom.datadict import tag_for_keyword
 
@@ -183,18 +184,23 @@ class Pyramid:
 # --- reading the DICOM JSON model -------------------------------------------------------------
 
 
+@functools.cache
 def _key(keyword: str) -> str:
     tag = tag_for_keyword(keyword)
     assert tag is not None, keyword
     return f"{tag:08X}"
 
 
-def _values(attrs: Mapping[str, Any], keyword: str) -> list[Any]:
+def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    return isinstance(value, dict | Mapping)  # dict first: the ABC check is slow
+
+
+def _values(attrs: Mapping[str, Any], keyword: str) -> Sequence[Any]:
     attr = attrs.get(_key(keyword))
-    if not isinstance(attr, Mapping):
-        return []
+    if not _is_mapping(attr):
+        return ()
     values = attr.get("Value")
-    return list(values) if isinstance(values, list) else []
+    return values if isinstance(values, list) else ()
 
 
 def _first(attrs: Mapping[str, Any], keyword: str) -> Any:
@@ -204,7 +210,7 @@ def _first(attrs: Mapping[str, Any], keyword: str) -> Any:
 
 def _item(attrs: Mapping[str, Any], keyword: str) -> Mapping[str, Any] | None:
     item = _first(attrs, keyword)
-    return item if isinstance(item, Mapping) else None
+    return item if _is_mapping(item) else None
 
 
 def _text(attrs: Mapping[str, Any], keyword: str) -> str:
@@ -315,7 +321,7 @@ def _optical_paths(attrs: Mapping[str, Any]) -> tuple[str, ...]:
     paths = tuple(
         _text(item, "OpticalPathIdentifier")
         for item in _values(attrs, "OpticalPathSequence")
-        if isinstance(item, Mapping)
+        if _is_mapping(item)
     )
     return paths or ("",)
 
@@ -424,7 +430,7 @@ def _sparse_tiles(
         shared = _item(instance.attrs, "SharedFunctionalGroupsSequence") or {}
         default_path = _path_of(shared) or _optical_paths(instance.attrs)[0]
         for number, item in enumerate(frames, start=1):
-            if not isinstance(item, Mapping):
+            if not _is_mapping(item):
                 raise WsiError("bad-attribute", "a per-frame functional group is not an item")
             plane = _item(item, "PlanePositionSlideSequence")
             if plane is None:

@@ -22,7 +22,9 @@ from imaging.deid import (
     pseudonymous_uid,
 )
 from imaging.ingest import ingest
+from imaging.wsi import TileRef, build_pyramid
 from tests.imaging.dicomfiles import build, bundled
+from tests.imaging.wsifiles import build_wsi
 
 KEY = b"consortium-secret-key-0123456789"
 PSEUDONYM = "HZ-2026-0042"
@@ -337,3 +339,23 @@ def test_bad_input_is_refused_without_quoting_it() -> None:
     with pytest.raises(DeidError) as caught:
         pseudonymise(no_sop, key=KEY, pseudonym=PSEUDONYM)
     assert caught.value.code == "missing-uid"
+
+
+def test_a_whole_slide_series_stays_one_pyramid() -> None:
+    files = build_wsi()
+    volumes = [f for f in files if f.kind == "VOLUME"]
+    results = [pseudonymise(f.data, key=KEY, pseudonym=PSEUDONYM) for f in volumes]
+    instances = [ingest(result.data) for result in results]
+    assert len({(i.study_uid, i.series_uid) for i in instances}) == 1
+    pyramid = build_pyramid([i.metadata for i in instances])
+    assert [level.total_columns for level in pyramid.levels] == [1024, 512, 256]
+    assert pyramid.tile(0, 3, 2) == TileRef(instances[0].instance_uid, 12)
+    out = dcmread(io.BytesIO(results[0].data))
+    assert out.ContainerIdentifier == "ANONYMIZED"
+    specimen = out.SpecimenDescriptionSequence[0]
+    assert specimen.SpecimenUID.startswith("2.25.")
+    assert out.DimensionOrganizationSequence[0].DimensionOrganizationUID.startswith("2.25.")
+    label = next(f for f in files if f.kind == "LABEL")  # the slide label is burned in
+    with pytest.raises(DeidError) as caught:
+        pseudonymise(label.data, key=KEY, pseudonym=PSEUDONYM)
+    assert caught.value.code == "burned-in-annotation"
