@@ -41,6 +41,12 @@ class InstanceStore(Protocol):
 
     def exists(self, sha256: str) -> bool: ...
 
+    def temp_path(self) -> Path: ...
+
+    def adopt(self, tmp: Path, sha256: str, size: int) -> StoredInstance: ...
+
+    def delete(self, sha256: str) -> None: ...
+
 
 class LocalInstanceStore:
     def __init__(self, root: Path) -> None:
@@ -55,8 +61,26 @@ class LocalInstanceStore:
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
 
+    def temp_path(self) -> Path:
+        """A fresh path in the store's own file system, for a caller that streams a file in
+        itself and then hands it over with :meth:`adopt` (or unlinks it)."""
+        return self.root / "tmp" / uuid.uuid4().hex
+
+    def adopt(self, tmp: Path, sha256: str, size: int) -> StoredInstance:
+        """Move a complete, synced temporary file whose digest the caller computed into place."""
+        target = self.path(sha256)
+        if target.exists():
+            tmp.unlink(missing_ok=True)
+            return StoredInstance(sha256, size, created=False)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, target)
+        return StoredInstance(sha256, size, created=True)
+
+    def delete(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)
+
     def put(self, source: BinaryIO | bytes, *, max_bytes: int | None = None) -> StoredInstance:
-        tmp = self.root / "tmp" / uuid.uuid4().hex
+        tmp = self.temp_path()
         digest = hashlib.sha256()
         size = 0
         try:
@@ -72,14 +96,7 @@ class LocalInstanceStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        sha = digest.hexdigest()
-        target = self.path(sha)
-        if target.exists():  # the same content is already kept
-            tmp.unlink()
-            return StoredInstance(sha, size, created=False)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, target)
-        return StoredInstance(sha, size, created=True)
+        return self.adopt(tmp, digest.hexdigest(), size)
 
 
 def _chunks(source: BinaryIO | bytes) -> Iterator[bytes]:

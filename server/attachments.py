@@ -21,11 +21,11 @@ from sqlalchemy import select
 
 from server.audit import Entry
 from server.consultflow import FINAL_STATES
-from server.consults import display_names, load_consult, requester_streams
-from server.events import centre_stream, event_payload, user_stream
+from server.consults import display_names, load_consult, may_contribute, other_side_streams
+from server.events import event_payload
 from server.keys import BLOBS, SETTINGS
-from server.models import Attachment, Consult
-from server.policy import Action, Principal, can_work_on, centre_side, requester_side
+from server.models import Attachment
+from server.policy import Action
 from server.problems import Conflict, Forbidden, NotFound, PayloadTooLarge
 from server.routing import Call, QueryModel, ResponseModel, Router
 
@@ -69,14 +69,6 @@ class AttachmentList(ResponseModel):
     items: list[AttachmentOut]
 
 
-def _may_contribute(principal: Principal, consult: Consult) -> bool:
-    return (
-        requester_side(principal, consult.requester_institution_id)
-        or centre_side(principal, consult.centre)
-        or can_work_on(principal, consult)
-    )
-
-
 async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
     async for chunk in request.content.iter_chunked(_CHUNK):
         yield chunk
@@ -98,7 +90,7 @@ async def upload(call: Call[None, UploadQuery]) -> AttachmentOut:
     """Send the file as the body with its own ``Content-Type`` and ``?filename=``. The limit is
     ``HUIZHEN_MAX_ATTACHMENT_BYTES``."""
     consult, _ = await load_consult(call, call.path["consult_id"])
-    if not _may_contribute(call.principal, consult):
+    if not may_contribute(call.principal, consult):
         raise Forbidden("only the requesting station and the centre attach files")
     if consult.state in FINAL_STATES:
         raise Conflict(f"a {consult.state.value} consult takes no more files")
@@ -130,14 +122,8 @@ async def upload(call: Call[None, UploadQuery]) -> AttachmentOut:
             detail={"size": blob.size},
         )
     )
-    if requester_side(call.principal, consult.requester_institution_id):
-        streams = [centre_stream(consult.centre)]
-        if consult.assignee_user_id is not None:
-            streams.append(user_stream(consult.assignee_user_id))
-    else:
-        streams = list(requester_streams(consult))
     call.publish(
-        streams,
+        other_side_streams(call.principal, consult),
         "consult.attachment",
         consult_id=consult.id,
         payload=event_payload(consult, attachment_id=str(attachment.id)),

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,3 +74,29 @@ def _row(actor: Actor, entry: Entry, at: dt.datetime) -> dict[str, Any]:
         "outcome": entry.outcome.value,
         "detail": entry.detail,
     }
+
+
+class ReadWindow:
+    """Which (session, object) reads were audited lately, in this process.
+
+    Pixel data is audited once per session and series in a window, not once per frame: a viewer
+    fetches hundreds of frames to show one series, and the record that matters is who looked at
+    which series when. Metadata and whole-instance retrievals are audited every time.
+    """
+
+    def __init__(self, window_seconds: float = 600.0, size: int = 10_000) -> None:
+        self.window = window_seconds
+        self.size = size
+        self._seen: OrderedDict[tuple[uuid.UUID, str], float] = OrderedDict()
+
+    def first_in_window(self, session_id: uuid.UUID, object_id: str) -> bool:
+        now = time.monotonic()
+        key = (session_id, object_id)
+        last = self._seen.get(key)
+        if last is not None and now - last < self.window:
+            return False
+        self._seen[key] = now
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return True

@@ -42,10 +42,13 @@ from server.models import (
 )
 from server.policy import (
     Action,
+    Principal,
     can_work_on,
+    centre_side,
     consult_visible,
     consult_visible_clause,
     patient_visible_clause,
+    requester_side,
 )
 from server.problems import NotFound, ValidationFailed
 from server.routing import Call, QueryModel, RequestModel, ResponseModel, Router
@@ -184,6 +187,29 @@ def requester_streams(consult: Consult) -> tuple[str, ...]:
         user_stream(consult.requester_user_id),
         institution_stream(consult.requester_institution_id),
     )
+
+
+def may_contribute(principal: Principal, consult: Consult) -> bool:
+    """The requesting station and the centre (or the partner it was escalated to) add to a
+    consult: messages, files, images."""
+    return (
+        requester_side(principal, consult.requester_institution_id)
+        or centre_side(principal, consult.centre)
+        or can_work_on(principal, consult)
+    )
+
+
+def other_side_streams(principal: Principal, consult: Consult) -> list[str]:
+    """Who hears of what ``principal`` added: the centre side when the station wrote, else the
+    station."""
+    if not requester_side(principal, consult.requester_institution_id):
+        return list(requester_streams(consult))
+    streams = [centre_stream(consult.centre)]
+    if consult.assignee_user_id is not None:
+        streams.append(user_stream(consult.assignee_user_id))
+    if consult.escalated_to_institution_id is not None:
+        streams.append(institution_stream(consult.escalated_to_institution_id))
+    return streams
 
 
 async def target_minutes(db: AsyncSession, centre: Centre, priority: Priority) -> int:

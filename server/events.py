@@ -76,6 +76,7 @@ EVENT_TYPES = frozenset(
         "consult.overdue",
         "consult.message",
         "consult.attachment",
+        "consult.images",
         "report.signed",
         "report.critical",
         "critical.unacknowledged",

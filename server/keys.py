@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from server.archive import Archive
+from server.audit import ReadWindow
 from server.blobs import BlobStore
 from server.metrics import Metrics
 from server.sessions import Authenticator, Passwords
@@ -26,6 +28,9 @@ BLOBS = web.AppKey("blobs", BlobStore)
 HEAD_REVISION = web.AppKey("head_revision", str)
 BUS = web.AppKey("bus", Bus)
 REALTIME = web.AppKey("realtime", Realtime)
+ARCHIVE = web.AppKey("archive", Archive)
+#: Pixel reads audited lately (per session and series), so a viewer is not audited per frame.
+RECENT_READS = web.AppKey("recent_reads", ReadWindow)
 #: Called after a commit with the ids of the events it wrote (wakes the realtime channel).
 ANNOUNCE = web.AppKey[Callable[[Sequence[int]], Awaitable[None]]]("announce")
 

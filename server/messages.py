@@ -15,10 +15,10 @@ from pydantic import Field
 from sqlalchemy import select, update
 
 from server.audit import Entry
-from server.consults import load_consult, requester_streams
-from server.events import centre_stream, event_payload, institution_stream, user_stream
+from server.consults import load_consult, may_contribute, other_side_streams
+from server.events import event_payload
 from server.models import Attachment, ConsultMessage, User
-from server.policy import Action, can_work_on, centre_side, requester_side
+from server.policy import Action
 from server.problems import Forbidden, ValidationFailed
 from server.routing import Call, RequestModel, ResponseModel, Router
 
@@ -108,9 +108,7 @@ async def list_messages(call: Call[None, None]) -> MessageList:
 async def post_message(call: Call[MessageBody, None]) -> MessageOut:
     consult, _ = await load_consult(call, call.path["consult_id"])
     p = call.principal
-    from_requester = requester_side(p, consult.requester_institution_id)
-    from_centre = centre_side(p, consult.centre) or can_work_on(p, consult)
-    if not (from_requester or from_centre):
+    if not may_contribute(p, consult):
         raise Forbidden("only the requesting station and the centre write in this thread")
     message = ConsultMessage(
         id=uuid.uuid4(), consult_id=consult.id, author_user_id=p.user_id, body=call.body.body
@@ -143,16 +141,8 @@ async def post_message(call: Call[MessageBody, None]) -> MessageOut:
             patient_id=consult.patient_id,
         )
     )
-    if from_requester:
-        streams = [centre_stream(consult.centre)]
-        if consult.assignee_user_id is not None:
-            streams.append(user_stream(consult.assignee_user_id))
-        if consult.escalated_to_institution_id is not None:
-            streams.append(institution_stream(consult.escalated_to_institution_id))
-    else:
-        streams = list(requester_streams(consult))
     call.publish(
-        streams,
+        other_side_streams(p, consult),
         "consult.message",
         consult_id=consult.id,
         payload=event_payload(consult, message_id=str(message.id)),

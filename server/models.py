@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from imaging.index import DicomIndex
 from server.consultflow import CallState, ConsultState, Priority, ReferralState
 
 NAMING = {
@@ -506,7 +507,51 @@ class EventCursor(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+# -- imaging ---------------------------------------------------------------------------------
+
+#: The DICOM index (studies, series, instances) lives in this schema; imaging/ owns its shape.
+DICOM = DicomIndex(Base.metadata)
+
+
+class ConsultStudy(Base):
+    """A DICOM study attached to a consult: images, an ECG, a slide."""
+
+    __tablename__ = "consult_studies"
+
+    consult_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("consults.id", ondelete="CASCADE"), primary_key=True
+    )
+    study_uid: Mapped[str] = mapped_column(
+        ForeignKey("dicom_studies.study_uid", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    #: Empty when a modality sent it over DIMSE and the link came from the accession number.
+    linked_by_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Upload(Base):
+    """A resumable upload of one file: bytes arrive in chunks at increasing offsets."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    institution_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("institutions.id"))
+    consult_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("consults.id", ondelete="CASCADE")
+    )
+    filename: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[dt.datetime | None]
+    instance_uid: Mapped[str | None] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(default=1)
+
+
 __all__ = [
+    "DICOM",
     "Attachment",
     "AuditEvent",
     "AuthSession",
@@ -517,6 +562,7 @@ __all__ = [
     "CentreSite",
     "Consult",
     "ConsultMessage",
+    "ConsultStudy",
     "ConsultTransition",
     "Event",
     "EventCursor",
@@ -532,6 +578,7 @@ __all__ = [
     "Role",
     "Sex",
     "TurnaroundTarget",
+    "Upload",
     "User",
     "UserRole",
     "VideoCall",

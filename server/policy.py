@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, exists, false, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
-from server.models import Centre, Consult, InstitutionKind, PatientLink, Role
+from server.models import (
+    DICOM,
+    Centre,
+    Consult,
+    ConsultStudy,
+    InstitutionKind,
+    PatientLink,
+    Role,
+)
 from server.problems import Forbidden
 
 
@@ -44,16 +52,32 @@ class Action(enum.StrEnum):
     FIGURES_READ = "figures.read"  # aggregate volumes and turnaround, no patient data
     REFERRAL = "referral"  # two-way referral: open, answer, list
     CALL = "call"  # video consultations on consults the caller takes part in
+    IMAGING_READ = "imaging.read"  # DICOMweb search and retrieval, ECG views
+    IMAGING_WRITE = "imaging.write"  # DICOMweb store, resumable uploads
+    IMAGING_DELETE = "imaging.delete"  # remove studies from the archive
 
 
 _CLINICAL_READ = frozenset(
-    {Action.SELF, Action.DIRECTORY_READ, Action.PATIENT_READ, Action.CONSULT_READ}
+    {
+        Action.SELF,
+        Action.DIRECTORY_READ,
+        Action.PATIENT_READ,
+        Action.CONSULT_READ,
+        Action.IMAGING_READ,
+    }
 )
 
 ROLE_GRANTS: Mapping[Role, frozenset[Action]] = {
     Role.GRASSROOTS_DOCTOR: _CLINICAL_READ
-    | {Action.PATIENT_WRITE, Action.CONSULT_REQUEST, Action.REFERRAL, Action.CALL},
-    Role.SPECIALIST: _CLINICAL_READ | {Action.CONSULT_WORK, Action.REFERRAL, Action.CALL},
+    | {
+        Action.PATIENT_WRITE,
+        Action.CONSULT_REQUEST,
+        Action.REFERRAL,
+        Action.CALL,
+        Action.IMAGING_WRITE,
+    },
+    Role.SPECIALIST: _CLINICAL_READ
+    | {Action.CONSULT_WORK, Action.REFERRAL, Action.CALL, Action.IMAGING_WRITE},
     Role.CENTRE_COORDINATOR: _CLINICAL_READ
     | {Action.CONSULT_COORDINATE, Action.FIGURES_READ, Action.REFERRAL, Action.CALL},
     Role.STROKE_TEAM: _CLINICAL_READ,
@@ -69,6 +93,7 @@ ROLE_GRANTS: Mapping[Role, frozenset[Action]] = {
             Action.USER_READ,
             Action.USER_WRITE,
             Action.AUDIT_READ,
+            Action.IMAGING_DELETE,
         }
     ),
 }
@@ -210,3 +235,26 @@ def can_work_on(principal: Principal, consult: Consult) -> bool:
 def can_register_patient_at(principal: Principal, institution_id: uuid.UUID) -> bool:
     """A grassroots doctor registers patients at their own institution only."""
     return allowed(principal, Action.PATIENT_WRITE) and institution_id == principal.institution_id
+
+
+# -- imaging ----------------------------------------------------------------------------
+
+
+def study_visible_clause(principal: Principal) -> ColumnElement[bool]:
+    """The DICOM studies this caller may see: sent from an institution in their patient scope
+    (a station sees what it and its village clinics sent), or attached to a consult they may see.
+    """
+    studies = DICOM.studies
+    clauses: list[ColumnElement[bool]] = []
+    scope = patient_scope(principal)
+    if scope:
+        clauses.append(studies.c.owner_id.in_(scope))
+    consults = consult_visible_clause(principal)
+    clauses.append(
+        exists(
+            select(ConsultStudy.consult_id)
+            .join(Consult, Consult.id == ConsultStudy.consult_id)
+            .where(ConsultStudy.study_uid == studies.c.study_uid, consults)
+        )
+    )
+    return or_(*clauses)

@@ -7,13 +7,18 @@ this table must be changed too, on purpose. A route added to the API without a r
 
 from __future__ import annotations
 
+import io
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pydicom
+
 from server.app import api_router
 from tests.helpers import DEMO_USERS, Api
+from tests.imaging.dicomfiles import bundled
+from tests.test_dicomweb import STOW_TYPE, multipart, with_new_uids
 
 GRASSROOTS = frozenset({"chengguan", "baji", "jiaji"})
 CENTRE_STAFF = frozenset(
@@ -23,6 +28,8 @@ CLINICAL = GRASSROOTS | CENTRE_STAFF
 REFERRERS = GRASSROOTS | CENTRE_STAFF
 EVERYONE = frozenset(DEMO_USERS)
 SPECIALISTS = frozenset({"ecg", "radiology", "consult", "lab", "pathology", "neuro"})
+#: Who may store images: grassroots doctors and specialists.
+IMAGE_WRITERS = GRASSROOTS | SPECIALISTS
 #: Who sees a consult from 城关镇卫生院 to the imaging centre.
 IMAGING_CONSULT = frozenset({"chengguan", "radiology", "coordinator"})
 
@@ -44,6 +51,11 @@ class Ctx:
     call_consult: str = ""  # chengguan → imaging, claimed by radiology, with a live call
     call: str = ""  # chengguan rings radiology
     coordinator: str = ""  # the coordinator's user id
+    study: str = ""  # a CT study chengguan stored into the matrix consult: study/series/instance
+    series: str = ""
+    instance: str = ""
+    ecg: str = ""  # an ECG on the same consult: "study/series/instance"
+    upload: str = ""  # chengguan's resumable upload of 7 bytes
 
 
 @dataclass(frozen=True)
@@ -493,6 +505,164 @@ CASES: tuple[Case, ...] = (
         out_of_scope=404,  # not an event of theirs
         in_scope=frozenset({"chengguan"}),
     ),
+    # -- imaging (chengguan stored a CT and an ECG into the matrix consult) ------------------
+    *[
+        Case("GET", path, lambda c, path=path: path.replace("{study}", c.study), CLINICAL, 200)
+        for path in (
+            "/dicomweb/studies",
+            "/dicomweb/series",
+            "/dicomweb/instances",
+            "/dicomweb/studies/{study}/series",
+            "/dicomweb/studies/{study}/instances",
+        )
+    ],
+    Case(
+        "GET",
+        "/dicomweb/studies/{study}/series/{series}/instances",
+        lambda c: f"/dicomweb/studies/{c.study}/series/{c.series}/instances",
+        CLINICAL,
+        200,  # a search: empty for those who may not see it
+    ),
+    Case("POST", "/dicomweb/studies", lambda c: "/dicomweb/studies", IMAGE_WRITERS, 415, raw=b"x"),
+    Case(
+        "POST",
+        "/dicomweb/studies/{study}",
+        lambda c: f"/dicomweb/studies/{c.study}",
+        IMAGE_WRITERS,
+        415,  # the policy let it through; the body is not multipart
+        raw=b"x",
+    ),
+    *[
+        Case(
+            "GET",
+            "/dicomweb/studies/{study}" + suffix,
+            lambda c, suffix=suffix: (
+                f"/dicomweb/studies/{c.study}"
+                + suffix.replace("{series}", c.series)
+                .replace("{instance}", c.instance)
+                .replace("{frames}", "1")
+                .replace("{frame}", "1")
+                .replace("{tag_path}", "7FE00010")
+            ),
+            CLINICAL,
+            200,
+            out_of_scope=404,
+            in_scope=IMAGING_CONSULT,
+        )
+        for suffix in (
+            "",
+            "/metadata",
+            "/thumbnail",
+            "/series/{series}",
+            "/series/{series}/metadata",
+            "/series/{series}/thumbnail",
+            "/series/{series}/instances/{instance}",
+            "/series/{series}/instances/{instance}/metadata",
+            "/series/{series}/instances/{instance}/thumbnail",
+            "/series/{series}/instances/{instance}/rendered",
+            "/series/{series}/instances/{instance}/frames/{frames}",
+            "/series/{series}/instances/{instance}/frames/{frame}/rendered",
+            "/series/{series}/instances/{instance}/bulkdata/{tag_path}",
+        )
+    ],
+    Case(
+        "GET",
+        "/wado",
+        lambda c: (
+            f"/wado?requestType=WADO&studyUID={c.study}&seriesUID={c.series}"
+            f"&objectUID={c.instance}&contentType=application/dicom"
+        ),
+        CLINICAL,
+        200,
+        out_of_scope=404,
+        in_scope=IMAGING_CONSULT,
+    ),
+    Case(
+        "GET",
+        "/api/v1/consults/{consult_id}/studies",
+        lambda c: f"/api/v1/consults/{c.consult}/studies",
+        CLINICAL,
+        200,
+        out_of_scope=404,
+        in_scope=IMAGING_CONSULT,
+    ),
+    Case(
+        "POST",
+        "/api/v1/consults/{consult_id}/studies",
+        lambda c: f"/api/v1/consults/{c.consult}/studies",
+        IMAGE_WRITERS,
+        409,  # the matrix consult was cancelled above: it takes no more images
+        body=lambda c: {"study_uid": c.study},
+        out_of_scope=404,
+        in_scope=frozenset({"chengguan", "radiology"}),
+    ),
+    Case(
+        "GET",
+        "/api/v1/ecg/{study}/{series}/{instance}",
+        lambda c: f"/api/v1/ecg/{c.ecg}",
+        CLINICAL,
+        200,
+        out_of_scope=404,
+        in_scope=IMAGING_CONSULT,
+    ),
+    Case(
+        "GET",
+        "/api/v1/ecg/{study}/{series}/{instance}/svg",
+        lambda c: f"/api/v1/ecg/{c.ecg}/svg",
+        CLINICAL,
+        200,
+        out_of_scope=404,
+        in_scope=IMAGING_CONSULT,
+    ),
+    Case(
+        "POST",
+        "/api/v1/uploads",
+        lambda c: "/api/v1/uploads",
+        IMAGE_WRITERS,
+        201,
+        body=lambda c: {"size": 10, "filename": "a.dcm"},
+    ),
+    Case(
+        "GET",
+        "/api/v1/uploads/{upload_id}",
+        lambda c: f"/api/v1/uploads/{c.upload}",
+        IMAGE_WRITERS,
+        200,
+        out_of_scope=404,
+        in_scope=frozenset({"chengguan"}),
+    ),
+    Case(
+        "PUT",
+        "/api/v1/uploads/{upload_id}",
+        lambda c: f"/api/v1/uploads/{c.upload}?offset=0",
+        IMAGE_WRITERS,
+        200,
+        out_of_scope=404,
+        in_scope=frozenset({"chengguan"}),
+        raw=b"history",
+    ),
+    Case(
+        "POST",
+        "/api/v1/uploads/{upload_id}/complete",
+        lambda c: f"/api/v1/uploads/{c.upload}/complete",
+        IMAGE_WRITERS,
+        422,  # seven bytes of text are not DICOM
+        out_of_scope=404,
+        in_scope=frozenset({"chengguan"}),
+    ),
+    *[
+        Case(
+            "DELETE",
+            "/dicomweb/studies/{study}" + suffix,
+            lambda c, suffix=suffix: (
+                "/dicomweb/studies/1.2.3"
+                + suffix.replace("{series}", "4.5").replace("{instance}", "6.7")
+            ),
+            frozenset({"admin"}),
+            404,  # no such study: the matrix keeps its own
+        )
+        for suffix in ("", "/series/{series}", "/series/{series}/instances/{instance}")
+    ],
     # Sign-out last: it revokes the token the rows above used.
     Case("POST", "/api/v1/auth/logout", lambda c: "/api/v1/auth/logout", EVERYONE, 204),
 )
@@ -585,7 +755,26 @@ async def _context(api: Api) -> Ctx:
         f"/api/v1/consults/{referred['id']}/calls", "chengguan", json={"invitee_ids": [radiology]}
     )
     assert status == 201
+    ct = with_new_uids(bundled("CT_small.dcm"))
+    ecg = with_new_uids(bundled("waveform_ecg.dcm"))
+    status, stowed = await api.post(
+        f"/dicomweb/studies?consult={consults[0]}",
+        "chengguan",
+        data=multipart(ct, ecg),
+        headers={"Content-Type": STOW_TYPE},
+    )
+    assert status == 200, stowed
+    ct_ds, ecg_ds = (pydicom.dcmread(io.BytesIO(d)) for d in (ct, ecg))
+    status, upload = await api.post(
+        "/api/v1/uploads", "chengguan", json={"size": 7, "filename": "history.txt"}
+    )
+    assert status == 201
     return Ctx(
+        study=ct_ds.StudyInstanceUID,
+        series=ct_ds.SeriesInstanceUID,
+        instance=ct_ds.SOPInstanceUID,
+        ecg=f"{ecg_ds.StudyInstanceUID}/{ecg_ds.SeriesInstanceUID}/{ecg_ds.SOPInstanceUID}",
+        upload=upload["id"],
         jiaji_patient=body["items"][0]["id"],
         lead_hospital=await api.institution_id("xrmyy"),
         some_user=supervisor,

@@ -1,0 +1,237 @@
+"""The DICOM archive: how an instance gets in, whichever door it came through.
+
+STOW-RS parts, resumable uploads and DIMSE C-STOREs all end here: the bytes stream to a
+temporary file while hashed (never held whole in memory), :func:`imaging.ingest.ingest` checks
+them in a worker thread, the file moves to its content address, and the index row is written in
+the caller's transaction. An instance refused at any step leaves no file and no row behind.
+
+Linking: a study is tied to a patient when its Patient ID is the national ID of a patient known
+at the sending institution, or when it is attached to a consult (whose patient it then is). A
+study already tied to one patient cannot be attached to another patient's consult.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from imaging.index import AddOutcome, DicomIndex
+from imaging.ingest import IngestError, Instance, ingest
+from imaging.store import InstanceStore
+from server.models import DICOM, Consult, ConsultStudy, Patient, PatientLink
+from server.problems import Conflict
+
+# STOW-RS / DIMSE failure reasons (PS3.18 Table I.2-1; PS3.4 Annex B).
+FAILURE_PROCESSING = 0x0110
+FAILURE_DUPLICATE = 0x0111
+FAILURE_OUT_OF_RESOURCES = 0xA700
+FAILURE_DOES_NOT_MATCH = 0xA900
+FAILURE_CANNOT_UNDERSTAND = 0xC000
+
+
+class Verdict(enum.Enum):
+    STORED = "stored"
+    ALREADY_STORED = "already-stored"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A file streamed in and synced, not yet checked."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+class TooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the instance exceeds {limit} bytes")
+        self.limit = limit
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    verdict: Verdict
+    instance: Instance | None = None
+    reason: int = 0  # failure reason when refused
+    code: str = ""  # a stable code for the refusal ("dicom-truncated", "duplicate"...)
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict is not Verdict.REFUSED
+
+
+_CHUNK = 256 * 1024
+
+
+@dataclass(slots=True)
+class Archive:
+    index: DicomIndex
+    store: InstanceStore
+    max_instance_bytes: int
+
+    # -- receiving ---------------------------------------------------------------------
+
+    async def receive(self, chunks: AsyncIterator[bytes]) -> Received:
+        """Stream ``chunks`` to a temporary file, hashing as they come; over the limit or
+        broken off, nothing is left behind."""
+        tmp = self.store.temp_path()
+        digest = hashlib.sha256()
+        size = 0
+        fh: BinaryIO = tmp.open("wb")
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > self.max_instance_bytes:
+                    raise TooLarge(self.max_instance_bytes)
+                digest.update(chunk)
+                fh.write(chunk)  # page-cache writes; the sync below is what can wait
+            await asyncio.to_thread(_sync_close, fh)
+        except BaseException:
+            fh.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        return Received(tmp, digest.hexdigest(), size)
+
+    async def receive_file(self, path: Path) -> Received:
+        """Take a file another component wrote (the DIMSE listener's), hashing it."""
+
+        def run() -> Received:
+            digest = hashlib.sha256()
+            size = 0
+            with path.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    size += len(chunk)
+                    digest.update(chunk)
+            if size > self.max_instance_bytes:
+                path.unlink(missing_ok=True)
+                raise TooLarge(self.max_instance_bytes)
+            return Received(path, digest.hexdigest(), size)
+
+        return await asyncio.to_thread(run)
+
+    # -- accepting ---------------------------------------------------------------------
+
+    async def accept(
+        self,
+        session: AsyncSession,
+        received: Received,
+        *,
+        owner_id: uuid.UUID,
+        expect_study_uid: str | None = None,
+    ) -> Accepted:
+        """Check, place and index one received file in the caller's transaction."""
+        try:
+            instance = await asyncio.to_thread(ingest, received.path)
+        except IngestError as exc:
+            received.path.unlink(missing_ok=True)
+            return Accepted(
+                Verdict.REFUSED,
+                reason=FAILURE_CANNOT_UNDERSTAND,
+                code=f"dicom-{exc.code}",
+                message=exc.message,
+            )
+        if expect_study_uid is not None and instance.study_uid != expect_study_uid:
+            received.path.unlink(missing_ok=True)
+            return Accepted(
+                Verdict.REFUSED,
+                instance,
+                reason=FAILURE_DOES_NOT_MATCH,
+                code="study-mismatch",
+                message="the instance belongs to another study than the one in the URL",
+            )
+        await asyncio.to_thread(self.store.adopt, received.path, received.sha256, received.size)
+        patient_ref = await _patient_for(session, instance, owner_id)
+        outcome = await self.index.add(
+            session,
+            instance,
+            sha256=received.sha256,
+            size=received.size,
+            owner_id=owner_id,
+            patient_ref=patient_ref,
+        )
+        if outcome is AddOutcome.CONFLICT:
+            # The file stays: content-addressed, it may be another instance's bytes too.
+            return Accepted(
+                Verdict.REFUSED,
+                instance,
+                reason=FAILURE_DUPLICATE,
+                code="duplicate",
+                message="an instance with this SOP Instance UID is stored with other content",
+            )
+        verdict = Verdict.STORED if outcome is AddOutcome.STORED else Verdict.ALREADY_STORED
+        return Accepted(verdict, instance)
+
+    def discard(self, received: Received) -> None:
+        received.path.unlink(missing_ok=True)
+
+    def path_of(self, sha256: str) -> Path:
+        return self.store.path(sha256)
+
+
+def _sync_close(fh: BinaryIO) -> None:
+    try:
+        fh.flush()
+        os.fsync(fh.fileno())
+    finally:
+        fh.close()
+
+
+async def _patient_for(
+    session: AsyncSession, instance: Instance, owner_id: uuid.UUID
+) -> uuid.UUID | None:
+    """The patient whose national ID is the instance's Patient ID, if known at the sender."""
+    candidate = instance.patient_id.strip().upper()
+    if len(candidate) != 18:
+        return None
+    return (
+        await session.execute(
+            select(Patient.id)
+            .join(PatientLink, PatientLink.patient_id == Patient.id)
+            .where(Patient.national_id == candidate, PatientLink.institution_id == owner_id)
+        )
+    ).scalar_one_or_none()
+
+
+async def link_to_consult(
+    session: AsyncSession, consult: Consult, study_uid: str, user_id: uuid.UUID | None
+) -> bool:
+    """Attach a study to a consult; False when it was attached already.
+
+    The study's patient becomes the consult's; a study of another patient is refused (409).
+    """
+    studies = DICOM.studies
+    ref = (
+        await session.execute(select(studies.c.patient_ref).where(studies.c.study_uid == study_uid))
+    ).first()
+    if ref is None:
+        raise Conflict("no such study", code="no-such-study")
+    if ref.patient_ref is not None and ref.patient_ref != consult.patient_id:
+        raise Conflict(
+            "this study belongs to another patient than the consult's",
+            code="patient-mismatch",
+        )
+    exists = await session.get(ConsultStudy, (consult.id, study_uid))
+    if exists is not None:
+        return False
+    if ref.patient_ref is None:
+        await session.execute(
+            update(studies)
+            .where(studies.c.study_uid == study_uid)
+            .values(patient_ref=consult.patient_id)
+        )
+    session.add(ConsultStudy(consult_id=consult.id, study_uid=study_uid, linked_by_user_id=user_id))
+    await session.flush()
+    return True
