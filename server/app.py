@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from aiohttp import web
 from sqlalchemy import text
 
+from imaging.store import LocalInstanceStore
 from server import (
     accounts,
     attachments,
@@ -21,6 +22,7 @@ from server import (
     calls,
     casework,
     consults,
+    dicomweb,
     directory,
     feed,
     figures,
@@ -33,12 +35,19 @@ from server import (
     reports,
     rtc,
     signin,
+    studies,
     targets,
+    uploads,
+    wado,
     worklists,
 )
+from server.archive import Archive
+from server.audit import ReadWindow
 from server.blobs import LocalBlobStore
 from server.db import current_revision, head_revision, make_engine, make_sessionmaker, migrate
+from server.dicomhttp import add_cors_headers, preflight
 from server.keys import (
+    ARCHIVE,
     AUTHENTICATOR,
     BLOBS,
     CLIENT_ADDRESS,
@@ -47,6 +56,7 @@ from server.keys import (
     METRICS,
     OPENAPI,
     PASSWORDS,
+    RECENT_READS,
     REQUEST_ID,
     SECRET,
     SESSIONS,
@@ -54,6 +64,7 @@ from server.keys import (
 )
 from server.logs import request_id_var
 from server.metrics import Metrics
+from server.models import DICOM
 from server.network import client_address
 from server.problems import (
     BY_STATUS,
@@ -87,6 +98,7 @@ def api_router() -> Router:
     modules = [signin, directory, accounts, patients, consults, casework, worklists, messages]
     modules += [attachments, reports]
     modules += [reportpdf, referrals, calls, targets, feed, presence, rtc, figures, auditlog]
+    modules += [dicomweb, wado, studies, uploads]
     for module in modules:
         router.include(module.router)
     return router
@@ -252,6 +264,10 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTHENTICATOR] = SessionAuth(secret)
     app[METRICS] = Metrics()
     app[BLOBS] = LocalBlobStore(settings.data_dir / "blobs")
+    app[ARCHIVE] = Archive(
+        DICOM, LocalInstanceStore(settings.data_dir / "dicom"), settings.max_instance_bytes
+    )
+    app[RECENT_READS] = ReadWindow()
     app[HEAD_REVISION] = head_revision()
     router = api_router()
     app[OPENAPI] = json.dumps(
@@ -265,6 +281,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_route("OPTIONS", "/dicomweb/{tail:.*}", preflight)
+    app.router.add_route("OPTIONS", "/wado", preflight)
+    app.on_response_prepare.append(add_cors_headers)
     router.install(app)
     live.install(app)  # /socket.io/, before the web app's catch-all
     install_web(app, settings.effective_web_dir)

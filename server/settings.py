@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import secrets
 import zoneinfo
 from collections.abc import Callable, Mapping
@@ -73,6 +74,20 @@ class Settings:
     watch_interval_seconds: int = 15
     #: Reverse proxies whose ``X-Forwarded-For`` is believed (addresses or CIDR networks).
     trusted_proxies: tuple[Network, ...] = ()
+    #: Largest single DICOM instance accepted (STOW-RS part, resumable upload, DIMSE C-STORE).
+    max_instance_bytes: int = 1024 * 1024 * 1024
+    #: Port of the DICOM (DIMSE) listener on ``host``; 0 turns it off.
+    dicom_port: int = 0
+    #: Our Application Entity title on DIMSE.
+    dicom_ae_title: str = "HUIZHEN"
+    #: Modalities allowed to send over DIMSE: AE title → code of the institution it belongs to.
+    dicom_peers: tuple[tuple[str, str], ...] = ()
+    #: Web origins allowed to call DICOMweb from another site (an OHIF viewer, say).
+    cors_origins: tuple[str, ...] = ()
+    #: Port of the HL7 v2 MLLP listener for lab results on ``host``; 0 turns it off.
+    mllp_port: int = 0
+    #: The laboratory systems allowed to send results over MLLP or HTTP: their MSH-3 names.
+    lab_senders: tuple[str, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     # -- derived values -------------------------------------------------------------
@@ -153,6 +168,15 @@ class Settings:
                 "WATCH_INTERVAL_SECONDS", _positive_int, defaults.watch_interval_seconds
             ),
             trusted_proxies=reader.get("TRUSTED_PROXIES", parse_networks, defaults.trusted_proxies),
+            max_instance_bytes=reader.get(
+                "MAX_INSTANCE_BYTES", _positive_int, defaults.max_instance_bytes
+            ),
+            dicom_port=reader.get("DICOM_PORT", _port, defaults.dicom_port),
+            dicom_ae_title=reader.get("DICOM_AE_TITLE", _ae_title, defaults.dicom_ae_title),
+            dicom_peers=reader.get("DICOM_PEERS", _ae_map, defaults.dicom_peers),
+            cors_origins=reader.get("CORS_ORIGINS", _origins, defaults.cors_origins),
+            mllp_port=reader.get("MLLP_PORT", _port, defaults.mllp_port),
+            lab_senders=reader.get("LAB_SENDERS", _names, defaults.lab_senders),
             extra={k: v for k, v in env.items() if k.startswith(PREFIX) and k not in reader.seen},
         )
         names_turn = any(u.startswith("turn") for u in settings.turn_urls)
@@ -192,6 +216,13 @@ VARIABLES: tuple[str, ...] = (
     "CRITICAL_ACK_SECONDS",
     "WATCH_INTERVAL_SECONDS",
     "RING_SECONDS",
+    "MAX_INSTANCE_BYTES",
+    "DICOM_PORT",
+    "DICOM_AE_TITLE",
+    "DICOM_PEERS",
+    "CORS_ORIGINS",
+    "MLLP_PORT",
+    "LAB_SENDERS",
 )
 
 
@@ -282,3 +313,44 @@ def _url_list(raw: str) -> tuple[str, ...]:
         if not url.startswith(("stun:", "turn:", "turns:")):
             raise ValueError(f"{url!r} is not a stun:, turn: or turns: URL")
     return urls
+
+
+_AE = re.compile(r"^[\x21-\x5b\x5d-\x7e]([\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x5b\x5d-\x7e])?$")
+
+
+def _ae_title(raw: str) -> str:
+    title = raw.strip()
+    if not _AE.match(title):
+        raise ValueError("an AE title is 1 to 16 printable ASCII characters without a backslash")
+    return title
+
+
+def _ae_map(raw: str) -> tuple[tuple[str, str], ...]:
+    """``AE=CODE,AE2=CODE2``: each modality's AE title and its institution's code."""
+    pairs: list[tuple[str, str]] = []
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        title, sep, code = item.partition("=")
+        if not sep or not code.strip():
+            raise ValueError("expected AE=INSTITUTION_CODE pairs separated by commas")
+        pairs.append((_ae_title(title), code.strip()))
+    if len({t for t, _ in pairs}) != len(pairs):
+        raise ValueError("an AE title is listed twice")
+    return tuple(pairs)
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if not re.match(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$", origin):
+            raise ValueError(f"{origin!r} is not an origin such as https://viewer.example.org")
+    return origins
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    for name in names:
+        if len(name) > 64 or not name.isprintable():
+            raise ValueError("names are up to 64 printable characters")
+    return names
