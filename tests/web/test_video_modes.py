@@ -1,0 +1,139 @@
+"""Low-bandwidth modes in a call between two real Chromium pages (fake cameras, 640×480).
+
+The station chooses "低带宽": the encoders of both sides scale down to at most 180 lines at
+15 fps (RTCRtpSender.setParameters, no renegotiation), which each receiving side sees in
+getStats() (inbound-rtp frameWidth/frameHeight); the specialist's page says the other side
+switched. Then "仅语音": video frames stop arriving (the video encodings are inactive) while
+audio keeps flowing; back to "标准", video comes back at full size.
+"""
+
+from __future__ import annotations
+
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from signalling.peer import HeadlessPeer
+from tests.helpers import DEMO_PASSWORD
+from tests.services import HuizhenProcess
+from tests.web.rtc_support import BROWSER_FRAMES, FRAMES_NOW
+from tests.web.support import new_page, sign_in
+from tests.web.test_video_relay import claimed_consult
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.parametrize("backend", ["sqlite"], indirect=True),
+]
+
+# Waits until the decoded video size satisfies `ok` ("small": at most 320×180, "full": wider
+# than 320); returns [width, height].
+FRAME_SIZE = """async (wanted) => {
+  const deadline = Date.now() + 45000
+  for (;;) {
+    let size = null
+    ;(await window.__huizhenCall.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video' && r.frameWidth)
+        size = [r.frameWidth, r.frameHeight]
+    })
+    if (size) {
+      const small = size[0] <= 320 && size[1] <= 180
+      if (wanted === 'small' ? small : size[0] > 320) return size
+    }
+    if (Date.now() > deadline) throw new Error(`video still ${size}`)
+    await new Promise((resolve) => setTimeout(resolve, 250))
+  }
+}"""
+
+# Waits until no video frame has been decoded for 2 s while audio packets keep arriving;
+# returns the audio packets received in that window.
+VIDEO_STOPPED = """async () => {
+  const read = async () => {
+    let video = 0
+    let audio = 0
+    ;(await window.__huizhenCall.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') video = r.framesDecoded ?? 0
+      if (r.type === 'inbound-rtp' && r.kind === 'audio') audio = r.packetsReceived ?? 0
+    })
+    return { video, audio }
+  }
+  const deadline = Date.now() + 45000
+  let before = await read()
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, 2000))
+    const now = await read()
+    if (now.video === before.video && now.audio > before.audio) return now.audio - before.audio
+    if (Date.now() > deadline) throw new Error(`video frames still arrive: ${now.video}`)
+    before = now
+  }
+}"""
+
+
+async def more_frames(page: Page, wanted: int = 10) -> None:
+    before = await page.evaluate(FRAMES_NOW)
+    assert await page.evaluate(BROWSER_FRAMES, [wanted, before]) >= before + wanted
+
+
+async def test_low_bandwidth_and_audio_only(live_server: HuizhenProcess, browser: Browser) -> None:
+    rest_station = HeadlessPeer(live_server.url)
+    rest_specialist = HeadlessPeer(live_server.url)
+    await rest_station.sign_in("chengguan", DEMO_PASSWORD)
+    await rest_specialist.sign_in("consult", DEMO_PASSWORD)
+    cid = await claimed_consult(rest_station, rest_specialist, "视频会诊：低带宽")
+
+    station_context, station, station_watch = await new_page(browser, live_server)
+    centre_context, centre, centre_watch = await new_page(browser, live_server)
+    try:
+        for page, user in ((station, "chengguan"), (centre, "consult")):
+            await page.goto("/")
+            await sign_in(page, user)
+            await expect(page.get_by_test_id("shell")).to_be_visible()
+            await page.goto(f"/consults/{cid}?debug")
+            await expect(page.get_by_test_id("shell")).to_have_attribute("data-feed", "live")
+        await station.get_by_test_id("call-start").click()
+        await centre.get_by_test_id("call-incoming").get_by_test_id("call-accept").click()
+        for page in (station, centre):
+            await more_frames(page)
+            await expect(page.get_by_test_id("call-status")).to_have_text("已接通")
+            width, _ = await page.evaluate(FRAME_SIZE, "full")
+            assert width > 320
+
+        # Low bandwidth, chosen by the station, applies to both directions.
+        await station.get_by_test_id("call-mode-low").click()
+        for page in (centre, station):
+            width, height = await page.evaluate(FRAME_SIZE, "small")
+            assert (width, height) <= (320, 180)
+            await more_frames(page)
+            await expect(page.get_by_test_id("call-mode")).to_have_attribute("data-mode", "low")
+        await expect(centre.get_by_test_id("call-mode-notice")).to_have_text(
+            "对方已切换为“低带宽”模式"
+        )
+
+        # Audio only: video stops both ways, audio goes on.
+        await station.get_by_test_id("call-mode-audio").click()
+        for page in (centre, station):
+            assert await page.evaluate(VIDEO_STOPPED) > 0
+            await expect(page.get_by_test_id("call-audio-only")).to_be_visible()
+        await expect(centre.get_by_test_id("call-mode-notice")).to_have_text(
+            "对方已切换为“仅语音”模式"
+        )
+
+        # The specialist brings video back at full size.
+        await centre.get_by_test_id("call-mode-full").click()
+        for page in (station, centre):
+            await more_frames(page)
+            width, _ = await page.evaluate(FRAME_SIZE, "full")
+            assert width > 320
+            await expect(page.get_by_test_id("call-audio-only")).to_have_count(0)
+        await expect(station.get_by_test_id("call-mode-notice")).to_have_text(
+            "对方已切换为“标准”模式"
+        )
+
+        await station.get_by_test_id("call-hangup").click()
+        for page in (station, centre):
+            await expect(page.get_by_test_id("call-panel")).to_have_count(0)
+        station_watch.check()
+        centre_watch.check()
+    finally:
+        await station_context.close()
+        await centre_context.close()
+        await rest_station.close()
+        await rest_specialist.close()
