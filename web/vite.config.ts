@@ -16,7 +16,9 @@ export default defineConfig({
       resolvers: [ElementPlusResolver({ importStyle: 'css' })],
     }),
   ],
-  // The DICOM loader's decode worker is an ES module with its own imports.
+  // The DICOM loader's decode worker is an ES module with its own imports. (vtk.js's XML reader,
+  // which Cornerstone's mesh cache imports, needs Node's EventEmitter: the `events` package is a
+  // dependency so that it resolves to that instead of an empty browser stub.)
   worker: { format: 'es' },
   optimizeDeps: {
     exclude: ['@cornerstonejs/dicom-image-loader'],
