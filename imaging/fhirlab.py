@@ -143,7 +143,7 @@ def _load(data: bytes | str | Mapping[str, Any], max_bytes: int) -> Any:
         raise FhirError("", "not-json") from None
 
 
-def _pointer(loc: tuple[int | str, ...], doc: Any) -> str:
+def _pointer(loc: tuple[int | str, ...], doc: Any, missing: bool) -> str:
     """The JSON pointer of a pydantic error location (union tags skipped)."""
     parts: list[str] = []
     node = doc
@@ -152,7 +152,7 @@ def _pointer(loc: tuple[int | str, ...], doc: Any) -> str:
         in_array = isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)
         if in_object or in_array:
             node = node[key]
-        elif i == len(loc) - 1 and isinstance(key, str) and not key.startswith("function"):
+        elif missing and i == len(loc) - 1 and isinstance(key, str):
             node = None  # a missing element: point at where it belongs
         else:
             continue  # a union tag such as "Observation"
@@ -186,7 +186,8 @@ def parse_fhir(
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
         # not chained: pydantic's message quotes the input, and the input is patient data
-        raise FhirError(_pointer(first["loc"], doc), first["type"].replace("_", "-")) from None
+        reason = first["type"].replace("_", "-")
+        raise FhirError(_pointer(first["loc"], doc, reason == "missing"), reason) from None
     except RecursionError:
         raise FhirError("", "too-deep") from None
     return _Reader(tz).read(resource)
