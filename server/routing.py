@@ -147,8 +147,8 @@ class Route:
     description: str = ""
     #: The handler reads the body itself as a byte stream (uploads); documented as binary.
     raw_body: bool = False
-    #: Media type of a binary success response (downloads, PDF); documented as binary.
-    produces: str | None = None
+    #: Media type(s) of a binary success response (downloads, PDF, images); documented as binary.
+    produces: str | tuple[str, ...] | None = None
 
     @property
     def public(self) -> bool:
@@ -202,7 +202,7 @@ class Router:
         path_types: dict[str, Any] | None = None,
         errors: Sequence[int] = (),
         raw_body: bool = False,
-        produces: str | None = None,
+        produces: str | tuple[str, ...] | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(
@@ -461,7 +461,8 @@ def openapi_document(routes: Iterable[Route], *, title: str, version: str) -> di
             ref = keys[(r.response, "serialization")]["$ref"]
             ok["content"] = {"application/json": {"schema": {"$ref": ref}}}
         elif r.produces is not None:
-            ok["content"] = {r.produces: {"schema": {"type": "string", "format": "binary"}}}
+            kinds = (r.produces,) if isinstance(r.produces, str) else r.produces
+            ok["content"] = {k: {"schema": {"type": "string", "format": "binary"}} for k in kinds}
         has_content = r.response is not None or r.produces is not None
         op["responses"][str(r.status if has_content else _empty_status(r))] = ok
         for status in r.error_statuses:

@@ -21,6 +21,7 @@ from aiohttp import web
 from pydantic import Field
 from sqlalchemy import Row, select
 
+from imaging import render
 from imaging.frames import FrameError, decode_frame, read_frames
 from server.audit import Entry
 from server.dicomhttp import (
@@ -288,7 +289,9 @@ async def retrieve_frames(call: Call[None, None]) -> web.Response:
     otherwise uncompressed little endian, decoded on the server."""
     numbers = _frame_numbers(call.path["frames"])
     as_stored = _frames_as_stored(parse_accept(call.request.headers.get("Accept")))
-    rows = await visible_instances(call, call.path["study"], call.path["series"], call.path["instance"])
+    rows = await visible_instances(
+        call, call.path["study"], call.path["series"], call.path["instance"]
+    )
     row = rows[0]
     path = _path(call, row)
     ts = row.transfer_syntax_uid
@@ -324,7 +327,9 @@ def _decoded_bytes(path: Path, number: int) -> bytes:
     produces='multipart/related; type="application/octet-stream"',
 )
 async def retrieve_bulkdata(call: Call[None, None]) -> web.Response:
-    rows = await visible_instances(call, call.path["study"], call.path["series"], call.path["instance"])
+    rows = await visible_instances(
+        call, call.path["study"], call.path["series"], call.path["instance"]
+    )
     row = rows[0]
     try:
         data = await asyncio.to_thread(_bulk_value, _path(call, row), call.path["tag_path"])
@@ -384,15 +389,15 @@ def _image_type(call: Call[Any, Any]) -> Literal["image/jpeg", "image/png"]:
 
 
 async def _rendered(call: Call[None, RenderedQuery], frame: int) -> web.Response:
-    from imaging import render
-
     media = _image_type(call)
     try:
         window = render.parse_window(call.query.window) if call.query.window else None
         viewport = render.parse_viewport(call.query.viewport) if call.query.viewport else None
     except render.RenderError as exc:
         raise BadRequest(str(exc)) from None
-    rows = await visible_instances(call, call.path["study"], call.path["series"], call.path["instance"])
+    rows = await visible_instances(
+        call, call.path["study"], call.path["series"], call.path["instance"]
+    )
     row = rows[0]
     try:
         data = await asyncio.to_thread(
@@ -418,7 +423,7 @@ async def _rendered(call: Call[None, RenderedQuery], frame: int) -> web.Response
     tags=_TAGS,
     path_types=UID_PATHS,
     query=RenderedQuery,
-    produces="image/jpeg",
+    produces=("image/jpeg", "image/png"),
     errors=[400, 406],
 )
 async def rendered_instance(call: Call[None, RenderedQuery]) -> web.Response:
@@ -435,7 +440,7 @@ async def rendered_instance(call: Call[None, RenderedQuery]) -> web.Response:
     tags=_TAGS,
     path_types={**UID_PATHS, "frame": int},
     query=RenderedQuery,
-    produces="image/jpeg",
+    produces=("image/jpeg", "image/png"),
     errors=[400, 406],
 )
 async def rendered_frame(call: Call[None, RenderedQuery]) -> web.Response:
@@ -446,8 +451,6 @@ async def rendered_frame(call: Call[None, RenderedQuery]) -> web.Response:
 
 
 async def _thumbnail(call: Call[None, None]) -> web.Response:
-    from imaging import render
-
     rows = await visible_instances(
         call, call.path["study"], call.path.get("series"), call.path.get("instance")
     )
@@ -507,12 +510,10 @@ class WadoUriQuery(QueryModel):
     summary="WADO-URI: one object as application/dicom, image/jpeg or image/png",
     tags=_TAGS,
     query=WadoUriQuery,
-    produces="application/dicom",
+    produces=("image/jpeg", "image/png", "application/dicom"),
     errors=[406],
 )
 async def wado_uri(call: Call[None, WadoUriQuery]) -> web.Response:
-    from imaging import render
-
     q = call.query
     rows = await visible_instances(call, q.studyUID, q.seriesUID, q.objectUID)
     row = rows[0]

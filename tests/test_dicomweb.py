@@ -166,10 +166,19 @@ async def test_store_search_and_retrieve(api: Api) -> None:
     frames = split_multipart(await resp.read(), resp.headers["Content-Type"])
     assert frames == [ds.PixelData]
 
-    status, bulk = await api.get(
-        f"{base}/instances/{ds.SOPInstanceUID}/bulkdata/7FE00010", "chengguan"
+    resp = await api.client.get(
+        f"{base}/instances/{ds.SOPInstanceUID}/bulkdata/7FE00010",
+        headers=await api.headers("chengguan"),
     )
-    assert status == 200
+    assert resp.status == 200
+    assert split_multipart(await resp.read(), resp.headers["Content-Type"]) == [ds.PixelData]
+
+    for bad in ("7FE00011", "zz", "00081111.0.00081150.1"):
+        resp = await api.client.get(
+            f"{base}/instances/{ds.SOPInstanceUID}/bulkdata/{bad}",
+            headers=await api.headers("chengguan"),
+        )
+        assert resp.status == 404, bad
 
 
 async def test_store_is_idempotent_and_refuses_other_content_under_a_known_uid(api: Api) -> None:

@@ -110,6 +110,22 @@ def _new_institution(ctx: Ctx) -> dict[str, Any]:
     }
 
 
+def _at(template: str) -> Callable[[Ctx], str]:
+    """The URL of an imaging route for the matrix's stored CT."""
+
+    def url(c: Ctx) -> str:
+        return (
+            template.replace("{study}", c.study)
+            .replace("{series}", c.series)
+            .replace("{instance}", c.instance)
+            .replace("{frames}", "1")
+            .replace("{frame}", "1")
+            .replace("{tag_path}", "7FE00010")
+        )
+
+    return url
+
+
 def _transition(
     action: str,
     allowed: frozenset[str],
@@ -507,7 +523,7 @@ CASES: tuple[Case, ...] = (
     ),
     # -- imaging (chengguan stored a CT and an ECG into the matrix consult) ------------------
     *[
-        Case("GET", path, lambda c, path=path: path.replace("{study}", c.study), CLINICAL, 200)
+        Case("GET", path, _at(path), CLINICAL, 200)
         for path in (
             "/dicomweb/studies",
             "/dicomweb/series",
@@ -536,14 +552,7 @@ CASES: tuple[Case, ...] = (
         Case(
             "GET",
             "/dicomweb/studies/{study}" + suffix,
-            lambda c, suffix=suffix: (
-                f"/dicomweb/studies/{c.study}"
-                + suffix.replace("{series}", c.series)
-                .replace("{instance}", c.instance)
-                .replace("{frames}", "1")
-                .replace("{frame}", "1")
-                .replace("{tag_path}", "7FE00010")
-            ),
+            _at("/dicomweb/studies/{study}" + suffix),
             CLINICAL,
             200,
             out_of_scope=404,
@@ -654,7 +663,7 @@ CASES: tuple[Case, ...] = (
         Case(
             "DELETE",
             "/dicomweb/studies/{study}" + suffix,
-            lambda c, suffix=suffix: (
+            _at(
                 "/dicomweb/studies/1.2.3"
                 + suffix.replace("{series}", "4.5").replace("{instance}", "6.7")
             ),

@@ -44,6 +44,9 @@ USER_FOR_ACTION = {
     "figures.read": "supervisor",
     "referral": "chengguan",
     "call": "chengguan",
+    "imaging.read": "chengguan",
+    "imaging.write": "chengguan",
+    "imaging.delete": "admin",
 }
 #: Signing out would revoke the token the other operations use; it has its own tests.
 SKIP = {("POST", "/api/v1/auth/logout")}
