@@ -98,6 +98,9 @@ _MEDIA_TYPES: Final = {
     "1.2.840.10008.1.2.4.201": "image/jphc",
     "1.2.840.10008.1.2.4.202": "image/jphc",
     "1.2.840.10008.1.2.4.203": "image/jphc",
+    "1.2.840.10008.1.2.4.110": "image/jxl",
+    "1.2.840.10008.1.2.4.111": "image/jxl",
+    "1.2.840.10008.1.2.4.112": "image/jxl",
     "1.2.840.10008.1.2.5": "image/dicom-rle",
 }
 
@@ -591,12 +594,21 @@ class _Inflated(io.RawIOBase):
             size = 1 << 62
         if self._pos < self._window_at:
             self._restart()
-        while self._window_at + len(self._window) < self._pos + size and not self._done:
-            self._inflate_more()
-        begin = self._pos - self._window_at
-        data = bytes(self._window[begin : begin + size])
-        self._pos += len(data)
-        return data
+        # Served in pieces of at most the window's size, so that a long read holds the data
+        # once (and once more while joined), never a window as large as itself.
+        parts: list[bytes] = []
+        while size > 0:
+            begin = self._pos - self._window_at
+            if begin < len(self._window):
+                piece = bytes(self._window[begin : begin + size])
+                parts.append(piece)
+                self._pos += len(piece)
+                size -= len(piece)
+            elif self._done:
+                break
+            else:
+                self._inflate_more()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _inflate_more(self) -> None:
         inflater = self._inflater
@@ -611,7 +623,7 @@ class _Inflated(io.RawIOBase):
             else:
                 data, self._done = inflater.flush(), True
         self._window += data
-        drop = self._pos - self.KEEP - self._window_at
+        drop = min(self._pos - self.KEEP - self._window_at, len(self._window))
         if drop > 0:
             del self._window[:drop]
             self._window_at += drop

@@ -210,7 +210,9 @@ def _image(
     ds = source.dataset
     photometric = str(properties.get("photometric_interpretation", ""))
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
-        grey = _greyscale(pixels, ds, frame, window)
+        values = _modality(pixels, ds, frame)
+        del pixels  # only the modality values are needed from here
+        grey = _greyscale(values, ds, frame, window)
         if photometric == "MONOCHROME1":
             np.subtract(255, grey, out=grey)
         return Image.fromarray(grey)
@@ -228,12 +230,12 @@ def _image(
 
 
 def _greyscale(
-    pixels: np.ndarray[Any, Any],
+    values: np.ndarray[Any, Any],
     ds: Dataset,
     frame: int,
     window: tuple[float, float, VoiFunction] | None,
 ) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    values = _modality(pixels, ds, frame)
+    """Modality values to 8-bit display values through the VOI stage."""
     if window is None:
         window = _file_window(ds, frame)
     if window is None and "VOILUTSequence" in ds:
@@ -329,7 +331,7 @@ def _scale(
     """``low`` → 0 and ``high`` → 255, linearly, clipped."""
     if high <= low:
         return np.where(values > low, 255, 0).astype(np.uint8)
-    out = values.astype(np.float32)
+    out = values.astype(np.float32, copy=False)  # every caller hands over an array of its own
     out -= low
     out *= 255.0 / (high - low)
     return _round(out)
