@@ -365,6 +365,7 @@ class Options:
     duration_s: float
     warmup_s: float
     idle_clients: int
+    idle_users: int
     subscribers: int
     notes: int
     note_interval_s: float
@@ -488,7 +489,7 @@ def relay_window(opts: Options, served: Served, clients: Clients, run: int) -> R
 
 def idle(opts: Options, workdir: Path, stack: contextlib.ExitStack) -> list[Result]:
     env, url, _ = prepare_database("sqlite", workdir / "idle", workdir, stack)
-    users = min(opts.idle_clients, 1000)
+    users = min(opts.idle_clients, opts.idle_users)
     _say(f"idle: {users} users with sessions, for {opts.idle_clients} connections")
     cast = asyncio.run(
         make_cast(
@@ -794,6 +795,13 @@ def parse(argv: Sequence[str] | None) -> Options:
     p.add_argument("--duration", type=float, default=20, help="relay window s (%(default)s)")
     p.add_argument("--warmup", type=float, default=3, help="relay warm-up s (%(default)s)")
     p.add_argument("--idle-clients", type=int, default=5000, help="%(default)s")
+    p.add_argument(
+        "--idle-users",
+        type=int,
+        default=100,
+        help="idle: distinct users among them (%(default)s); each user's first connection is "
+        "announced to every connection (presence), which costs O(users x connections)",
+    )
     p.add_argument("--subscribers", type=int, default=500, help="fanout (%(default)s)")
     p.add_argument("--notes", type=int, default=20, help="fanout: events per run (%(default)s)")
     p.add_argument("--note-interval", type=float, default=0.5, help="s (%(default)s)")
@@ -816,6 +824,7 @@ def parse(argv: Sequence[str] | None) -> Options:
         duration_s=a.duration,
         warmup_s=a.warmup,
         idle_clients=a.idle_clients,
+        idle_users=a.idle_users,
         subscribers=a.subscribers,
         notes=a.notes,
         note_interval_s=a.note_interval,

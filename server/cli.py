@@ -106,9 +106,12 @@ async def _create_institution(settings: Settings, args: argparse.Namespace) -> N
 
 async def _freeze_heap(app: web.Application) -> None:
     """Move start-up objects out of the collector's sight: full collections then scan only
-    what requests create, which shortens their pauses (see docs/benchmarks.md)."""
+    what requests create, which shortens their pauses; and collect less often, since each
+    socket connection holds ~150 tracked objects that the default thresholds rescan again and
+    again while clients connect (see docs/benchmarks.md, "Realtime")."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 async def _peer(args: argparse.Namespace, password: str) -> int:

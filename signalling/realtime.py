@@ -387,16 +387,19 @@ class Realtime:
 
     async def _push(self, rows: list[EventRow]) -> None:
         """One logical event: each connected client once, with its own feed's id (the first row
-        of the event among that client's streams)."""
+        of the event among that client's streams). Each row is encoded once for its room."""
         sent: set[str] = set()
         for row in rows:
-            for sid, _ in list(self.sio.manager.get_participants("/", row.stream)):
-                if sid in sent:
-                    continue
-                sent.add(sid)
+            sids = [sid for sid, _ in self.sio.manager.get_participants("/", row.stream)]
+            skip = [sid for sid in sids if sid in sent]
+            if len(skip) < len(sids):
                 await self.sio.emit(
-                    "event", {**row.document, "id": row.id, "stream": row.stream}, to=sid
+                    "event",
+                    {**row.document, "id": row.id, "stream": row.stream},
+                    to=row.stream,
+                    skip_sid=skip or None,
                 )
+            sent.update(sids)
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
