@@ -13,6 +13,7 @@ import {
   Position,
   Tickets,
   UserFilled,
+  VideoCamera,
 } from '@element-plus/icons-vue'
 import { inboxCount } from './inbox'
 import { incomingRequested } from './referrals'
@@ -53,6 +54,7 @@ const ITEMS: MenuItem[] = [
   { name: 'audit', path: '/audit', label: 'nav.audit', icon: Document, permission: 'audit.read' },
   { name: 'users', path: '/users', label: 'nav.users', icon: UserFilled, permission: 'user.read' },
   { name: 'directory', path: '/directory', label: 'nav.directory', icon: OfficeBuilding, permission: 'directory.read' },
+  { name: 'precall', path: '/precall', label: 'precall.menu', icon: VideoCamera, permission: 'call' },
   { name: 'account', path: '/account', label: 'nav.account', icon: Lock, permission: 'self' },
 ]
 

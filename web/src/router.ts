@@ -70,6 +70,12 @@ export const router = createRouter({
           meta: { title: 'nav.worklist', permission: 'consult.read' },
         },
         {
+          path: 'precall',
+          name: 'precall',
+          component: () => import('./views/PreCallView.vue'),
+          meta: { title: 'precall.menu', permission: 'call' },
+        },
+        {
           path: 'referrals',
           name: 'referrals',
           component: () => import('./views/ReferralsView.vue'),
