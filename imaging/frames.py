@@ -127,7 +127,9 @@ class Frame:
     """One frame's bytes as stored (for encapsulated pixel data, its codestream).
 
     For a deflated data set the bytes are the inflated ones (Explicit VR Little Endian); for
-    Explicit VR Big Endian (retired) they are big-endian, as stored.
+    Explicit VR Big Endian (retired) they are big-endian as stored, except 8-bit data in OW
+    words, given in pixel order (a frame may start inside a word). A 1-bit frame that starts
+    inside a byte is realigned to start on one.
     """
 
     number: int  # 1-based
