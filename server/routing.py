@@ -462,7 +462,7 @@ def openapi_document(routes: Iterable[Route], *, title: str, version: str) -> di
             ok["content"] = {"application/json": {"schema": {"$ref": ref}}}
         elif r.produces is not None:
             kinds = (r.produces,) if isinstance(r.produces, str) else r.produces
-            ok["content"] = {k: {"schema": {"type": "string", "format": "binary"}} for k in kinds}
+            ok["content"] = {k: {"schema": _binary_schema(k)} for k in kinds}
         has_content = r.response is not None or r.produces is not None
         op["responses"][str(r.status if has_content else _empty_status(r))] = ok
         for status in r.error_statuses:
@@ -492,6 +492,12 @@ def openapi_document(routes: Iterable[Route], *, title: str, version: str) -> di
         },
         "security": [{"bearer": []}, {"cookie": []}],
     }
+
+
+def _binary_schema(media_type: str) -> dict[str, Any]:
+    if media_type.endswith("json"):  # application/dicom+json: the DICOM JSON model
+        return {"type": ["array", "object"], "description": "DICOM JSON (PS3.18 F.2)"}
+    return {"type": "string", "format": "binary"}
 
 
 def _empty_status(r: Route) -> int:

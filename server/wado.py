@@ -37,7 +37,7 @@ from server.dicomhttp import (
 from server.keys import ARCHIVE, RECENT_READS
 from server.models import DICOM
 from server.policy import Action, study_visible_clause
-from server.problems import BadRequest, NotAcceptable, NotFound
+from server.problems import BadRequest, NotAcceptable, NotFound, Problem
 from server.routing import Call, QueryModel, Router
 
 router = Router()
@@ -108,6 +108,13 @@ async def _audit_pixels(call: Call[Any, Any], row: Row[Any]) -> None:
                 patient_id=row.patient_ref,
             )
         )
+
+
+def _pixel_problem(exc: FrameError | render.RenderError) -> Problem:
+    """No such frame or no pixels: 404; a syntax we cannot decode or encode: 406."""
+    if getattr(exc, "status", 404) == 406:
+        return NotAcceptable(str(exc))
+    return NotFound(str(exc))
 
 
 def _path(call: Call[Any, Any], row: Row[Any]) -> Path:
@@ -303,7 +310,7 @@ async def retrieve_frames(call: Call[None, None]) -> web.Response:
             frames = [await asyncio.to_thread(_decoded_bytes, path, n) for n in numbers]
             out_ts = EXPLICIT_LE
     except FrameError as exc:
-        raise NotFound(str(exc)) from None
+        raise _pixel_problem(exc) from None
     await _audit_pixels(call, row)
     ctype = f"application/octet-stream; transfer-syntax={out_ts}"
     return multipart_response([Part(ctype, data=d) for d in frames], "application/octet-stream")
@@ -410,7 +417,7 @@ async def _rendered(call: Call[None, RenderedQuery], frame: int) -> web.Response
             quality=call.query.quality,
         )
     except (FrameError, render.RenderError) as exc:
-        raise NotFound(str(exc)) from None
+        raise _pixel_problem(exc) from None
     await _audit_pixels(call, row)
     return web.Response(body=data, content_type=media)
 
@@ -461,7 +468,7 @@ async def _thumbnail(call: Call[None, None]) -> web.Response:
     try:
         data = await asyncio.to_thread(render.thumbnail, _path(call, row))
     except (FrameError, render.RenderError) as exc:
-        raise NotFound(str(exc)) from None
+        raise _pixel_problem(exc) from None
     await _audit_pixels(call, row)
     return web.Response(body=data, content_type="image/jpeg")
 
@@ -483,7 +490,7 @@ for _path_, _name, _summary in (
     async def _thumbnail_handler(call: Call[None, None]) -> web.Response:
         return await _thumbnail(call)
 
-    _route(_path_, _name, _summary, _thumbnail_handler, produces="image/jpeg")
+    _route(_path_, _name, _summary, _thumbnail_handler, produces="image/jpeg", errors=[406])
 
 
 # -- WADO-URI ---------------------------------------------------------------------------
@@ -511,7 +518,7 @@ class WadoUriQuery(QueryModel):
     tags=_TAGS,
     query=WadoUriQuery,
     produces=("image/jpeg", "image/png", "application/dicom"),
-    errors=[406],
+    errors=[404, 406],
 )
 async def wado_uri(call: Call[None, WadoUriQuery]) -> web.Response:
     q = call.query
@@ -541,6 +548,6 @@ async def wado_uri(call: Call[None, WadoUriQuery]) -> web.Response:
             render.render, path, q.frameNumber, media_type=media, window=window, viewport=viewport
         )
     except (FrameError, render.RenderError) as exc:
-        raise NotFound(str(exc)) from None
+        raise _pixel_problem(exc) from None
     await _audit_pixels(call, row)
     return web.Response(body=data, content_type=media)
