@@ -30,6 +30,7 @@ from server import (
     messages,
     patients,
     presence,
+    recording,
     referrals,
     reportpdf,
     reports,
@@ -98,6 +99,7 @@ def api_router() -> Router:
     modules = [signin, directory, accounts, patients, consults, casework, worklists, messages]
     modules += [attachments, reports]
     modules += [reportpdf, referrals, calls, targets, feed, presence, rtc, figures, auditlog]
+    modules += [recording]
     modules += [dicomweb, wado, studies, uploads]
     for module in modules:
         router.include(module.router)
@@ -276,6 +278,7 @@ def create_app(settings: Settings) -> web.Application:
     ).encode()
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(watchdog)
+    app.cleanup_ctx.append(recording.recordings)
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -24,6 +24,7 @@ from server.db import guarded_update
 from server.events import user_stream
 from server.models import (
     CallParticipant,
+    CallRecording,
     Centre,
     Consult,
     ConsultTransition,
@@ -138,7 +139,7 @@ async def _out(db: AsyncSession, call: VideoCall) -> CallOut:
     )
 
 
-def _timeline(call: Call[Any, Any], consult: Consult, action: str, **detail: Any) -> None:
+def timeline(call: Call[Any, Any], consult: Consult, action: str, **detail: Any) -> None:
     call.session.add(
         ConsultTransition(
             consult_id=consult.id,
@@ -152,7 +153,7 @@ def _timeline(call: Call[Any, Any], consult: Consult, action: str, **detail: Any
     )
 
 
-def _payload(video: VideoCall, centre: Centre, **extra: Any) -> dict[str, Any]:
+def call_payload(video: VideoCall, centre: Centre, **extra: Any) -> dict[str, Any]:
     return {
         "call_id": str(video.id),
         "consult_id": str(video.consult_id),
@@ -162,11 +163,11 @@ def _payload(video: VideoCall, centre: Centre, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def _participants(db: AsyncSession, call_id: uuid.UUID) -> list[CallParticipant]:
+async def participants(db: AsyncSession, call_id: uuid.UUID) -> list[CallParticipant]:
     return list(await db.scalars(select(CallParticipant).where(CallParticipant.call_id == call_id)))
 
 
-async def _load(
+async def load_call(
     call: Call[Any, Any], call_id: uuid.UUID
 ) -> tuple[VideoCall, Consult, CallParticipant]:
     video = await call.session.get(VideoCall, call_id)
@@ -195,7 +196,7 @@ def _announce(
         [user_stream(p.user_id) for p in people],
         type_,
         consult_id=video.consult_id,
-        payload=_payload(video, consult.centre),
+        payload=call_payload(video, consult.centre),
     )
 
 
@@ -249,7 +250,7 @@ async def start_call(call: Call[CallCreate, None]) -> CallOut:
         CallParticipant(call_id=video.id, user_id=i, invited_by_user_id=p.user_id) for i in invitees
     ]
     call.session.add_all(people)
-    _timeline(call, consult, "call.start", call_id=video.id)
+    timeline(call, consult, "call.start", call_id=video.id)
     await call.session.flush()
     await call.audit(
         Entry(
@@ -263,7 +264,7 @@ async def start_call(call: Call[CallCreate, None]) -> CallOut:
         [user_stream(i) for i in invitees],
         "call.ringing",
         consult_id=consult.id,
-        payload=_payload(video, consult.centre, caller_id=str(p.user_id)),
+        payload=call_payload(video, consult.centre, caller_id=str(p.user_id)),
     )
     return await _out(call.session, video)
 
@@ -277,7 +278,7 @@ async def start_call(call: Call[CallCreate, None]) -> CallOut:
     response=CallOut,
 )
 async def get_call(call: Call[None, None]) -> CallOut:
-    video, _, _ = await _load(call, call.path["call_id"])
+    video, _, _ = await load_call(call, call.path["call_id"])
     return await _out(call.session, video)
 
 
@@ -292,10 +293,10 @@ async def get_call(call: Call[None, None]) -> CallOut:
     errors=[409],
 )
 async def invite(call: Call[InviteBody, None]) -> CallOut:
-    video, consult, _ = await _load(call, call.path["call_id"])
+    video, consult, _ = await load_call(call, call.path["call_id"])
     if video.state not in LIVE_CALL_STATES:
         raise Conflict(f"a {video.state.value} call takes no one new")
-    people = await _participants(call.session, video.id)
+    people = await participants(call.session, video.id)
     if any(p.user_id == call.body.user_id for p in people):
         raise Conflict("already invited")
     if len(people) >= MAX_PARTICIPANTS:
@@ -307,13 +308,13 @@ async def invite(call: Call[InviteBody, None]) -> CallOut:
             call_id=video.id, user_id=call.body.user_id, invited_by_user_id=call.principal.user_id
         )
     )
-    _timeline(call, consult, "call.invite", call_id=video.id, user_id=call.body.user_id)
+    timeline(call, consult, "call.invite", call_id=video.id, user_id=call.body.user_id)
     await call.session.flush()
     call.publish(
         [user_stream(call.body.user_id)],
         "call.ringing",
         consult_id=consult.id,
-        payload=_payload(video, consult.centre, caller_id=str(call.principal.user_id)),
+        payload=call_payload(video, consult.centre, caller_id=str(call.principal.user_id)),
     )
     return await _out(call.session, video)
 
@@ -328,7 +329,7 @@ async def invite(call: Call[InviteBody, None]) -> CallOut:
     errors=[409],
 )
 async def accept(call: Call[None, None]) -> CallOut:
-    video, consult, me = await _load(call, call.path["call_id"])
+    video, consult, me = await load_call(call, call.path["call_id"])
     if me.answer != "invited":
         raise Conflict(f"you have already {me.answer}")
     if video.state is CallState.RINGING:
@@ -336,9 +337,9 @@ async def accept(call: Call[None, None]) -> CallOut:
     elif video.state not in LIVE_CALL_STATES:
         raise Conflict(f"the call is {video.state.value}")
     me.answer = "accepted"
-    _timeline(call, consult, "call.accept", call_id=video.id)
+    timeline(call, consult, "call.accept", call_id=video.id)
     await call.session.flush()
-    _announce(call, video, consult, await _participants(call.session, video.id), "call.accepted")
+    _announce(call, video, consult, await participants(call.session, video.id), "call.accepted")
     return await _out(call.session, video)
 
 
@@ -352,13 +353,13 @@ async def accept(call: Call[None, None]) -> CallOut:
     errors=[409],
 )
 async def decline(call: Call[None, None]) -> CallOut:
-    video, consult, me = await _load(call, call.path["call_id"])
+    video, consult, me = await load_call(call, call.path["call_id"])
     if me.answer != "invited":
         raise Conflict(f"you have already {me.answer}")
     me.answer = "declined"
-    _timeline(call, consult, "call.decline", call_id=video.id)
+    timeline(call, consult, "call.decline", call_id=video.id)
     await call.session.flush()
-    people = await _participants(call.session, video.id)
+    people = await participants(call.session, video.id)
     if video.state is CallState.RINGING and all(
         p.answer == "declined" for p in people if p.user_id != video.created_by_user_id
     ):
@@ -377,18 +378,18 @@ async def decline(call: Call[None, None]) -> CallOut:
     errors=[409],
 )
 async def connected(call: Call[None, None]) -> CallOut:
-    video, consult, me = await _load(call, call.path["call_id"])
+    video, consult, me = await load_call(call, call.path["call_id"])
     if me.answer != "accepted":
         raise Conflict("answer the call first")
     first = video.connected_at is None
     await _move(call, video, CallAction.CONNECT, connected_at=video.connected_at or utcnow())
     if me.joined_at is None or me.left_at is not None:
         me.joined_at, me.left_at = utcnow(), None
-        _timeline(call, consult, "call.join", call_id=video.id)
+        timeline(call, consult, "call.join", call_id=video.id)
     await call.session.flush()
     if first:
         _announce(
-            call, video, consult, await _participants(call.session, video.id), "call.connected"
+            call, video, consult, await participants(call.session, video.id), "call.connected"
         )
     return await _out(call.session, video)
 
@@ -403,21 +404,31 @@ async def connected(call: Call[None, None]) -> CallOut:
     errors=[409],
 )
 async def hangup(call: Call[None, None]) -> CallOut:
-    video, consult, me = await _load(call, call.path["call_id"])
+    video, consult, me = await load_call(call, call.path["call_id"])
     if video.state not in LIVE_CALL_STATES:
         raise Conflict(f"the call is {video.state.value}")
     now = utcnow()
     me.left_at = now
     if me.answer == "invited":
         me.answer = "declined"
-    _timeline(call, consult, "call.leave", call_id=video.id)
+    timeline(call, consult, "call.leave", call_id=video.id)
     await call.session.flush()
-    people = await _participants(call.session, video.id)
-    remaining = [p for p in people if p.answer == "accepted" and p.left_at is None]
+    people = await participants(call.session, video.id)
+    # The recording participant keeps no call going on its own.
+    recorders = set(
+        await call.session.scalars(
+            select(CallRecording.recorder_user_id).where(CallRecording.call_id == video.id)
+        )
+    )
+    remaining = [
+        p
+        for p in people
+        if p.answer == "accepted" and p.left_at is None and p.user_id not in recorders
+    ]
     ringing = [p for p in people if p.answer == "invited"]
     if len(remaining) + (len(ringing) if video.state is CallState.RINGING else 0) < 2:
         await _move(call, video, CallAction.END, ended_at=now)
-        _timeline(call, consult, "call.end", call_id=video.id)
+        timeline(call, consult, "call.end", call_id=video.id)
         _announce(call, video, consult, people, "call.ended")
     return await _out(call.session, video)
 

@@ -91,6 +91,12 @@ EVENT_TYPES = frozenset(
         "call.connected",
         "call.ended",
         "call.timed_out",
+        "call.recording_requested",
+        "call.recording_refused",
+        "call.recording_consented",
+        "call.recording_started",
+        "call.recording_saved",
+        "call.recording_failed",
     }
 )
 

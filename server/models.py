@@ -550,6 +550,44 @@ class Upload(Base):
     version: Mapped[int] = mapped_column(default=1)
 
 
+# -- Call recordings (server/recording.py) ------------------------------------------------------
+
+
+class CallRecording(Base):
+    """A recording of a call: asked for, consented to by every participant, then made by a
+    server-side participant and attached to the consult when the call ends."""
+
+    __tablename__ = "call_recordings"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    call_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("calls.id", ondelete="CASCADE"), unique=True
+    )
+    #: asking → refused | consented → recording → saved | failed
+    state: Mapped[str] = mapped_column(String(16))
+    requested_by_user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    requested_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    recorder_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    started_at: Mapped[dt.datetime | None]
+    #: When the recorder had media from every participant and began writing.
+    recording_since: Mapped[dt.datetime | None]
+    ended_at: Mapped[dt.datetime | None]
+    attachment_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("attachments.id"))
+
+
+class RecordingConsent(Base):
+    """One participant's answer to a recording request, and when it was given."""
+
+    __tablename__ = "recording_consents"
+
+    recording_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("call_recordings.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    consent: Mapped[bool]
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 __all__ = [
     "DICOM",
     "Attachment",
@@ -557,6 +595,7 @@ __all__ = [
     "AuthSession",
     "Base",
     "CallParticipant",
+    "CallRecording",
     "Centre",
     "CentreMembership",
     "CentreSite",
@@ -571,6 +610,7 @@ __all__ = [
     "LoginFailure",
     "Patient",
     "PatientLink",
+    "RecordingConsent",
     "Referral",
     "ReferralTransition",
     "Report",

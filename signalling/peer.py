@@ -3,7 +3,12 @@
 For station equipment that is not a browser (a cart with a camera, a recorder) and for tests.
 It signs in over HTTP, joins a call, answers an offer (or makes one), trickles nothing (aiortc puts
 its candidates in the SDP) but accepts trickled candidates, sends a video track, and counts or
-records what it receives.
+records what it receives. An offer from a third member of the call (the recorder) is answered on
+a side connection that sends the same kind of track.
+
+``CallRecorder`` is the server's recording participant: it offers a receive-only connection to
+each other member and writes every track it gets into one file (aiortc's MediaRecorder; the
+container follows the file name, e.g. MP4 with H.264 and AAC), until the call ends.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from aiortc import (
     RTCSessionDescription,
     VideoStreamTrack,
 )
+from aiortc.contrib.media import MediaRecorder
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcicetransport import candidate_from_aioice
 
@@ -37,6 +43,21 @@ class Received:
     video_frames: int = 0
     audio_frames: int = 0
     messages: list[str] = field(default_factory=list)
+
+
+def configuration(rtc: dict[str, Any]) -> RTCConfiguration:
+    """``RTCConfiguration`` from the server's ``/api/v1/rtc/ice-servers`` answer."""
+    servers = [
+        RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+        for s in rtc["ice_servers"]
+    ]
+    policy = (
+        RTCIceTransportPolicy.RELAY
+        if rtc.get("ice_transport_policy") == "relay"
+        else RTCIceTransportPolicy.ALL
+    )
+    # An explicit configuration: with none, aiortc adds a public STUN server.
+    return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
 
 
 class HeadlessPeer:
@@ -53,7 +74,36 @@ class HeadlessPeer:
         self.on_track = on_track
         self._tasks: list[asyncio.Task[None]] = []
         self._frame = asyncio.Event()
-        self.sio.on("call.signal", self.signals.put)
+        self.config = RTCConfiguration(iceServers=[])
+        #: The member our main connection talks to, once known.
+        self.remote: str | None = None
+        #: Side connections, by the member who offered them (the recorder).
+        self.sides: dict[str, RTCPeerConnection] = {}
+        self.sio.on("call.signal", self._route)
+
+    async def _route(self, message: dict[str, Any]) -> None:
+        sender = message.get("from")
+        if isinstance(sender, str) and (
+            sender in self.sides
+            or (message.get("kind") == "offer" and self.remote and sender != self.remote)
+        ):
+            self._tasks.append(asyncio.create_task(self._side(sender, message)))
+        else:
+            await self.signals.put(message)
+
+    async def _side(self, sender: str, message: dict[str, Any]) -> None:
+        kind = message.get("kind")
+        side = self.sides.get(sender)
+        if kind == "hangup" and side is not None:
+            del self.sides[sender]
+            await side.close()
+        elif kind == "offer" and side is None:
+            side = self.sides[sender] = RTCPeerConnection(self.config)
+            await side.setRemoteDescription(RTCSessionDescription(message["sdp"], "offer"))
+            side.addTrack(VideoStreamTrack())
+            await side.setLocalDescription(await side.createAnswer())
+            call_id = str(message["call_id"])
+            await self._send(call_id, "answer", sender, sdp=side.localDescription.sdp)
 
     # -- HTTP -------------------------------------------------------------------------------------
 
@@ -97,21 +147,12 @@ class HeadlessPeer:
         answer = await self.sio.call("call.join", {"call_id": call_id}, timeout=10)
         if "error" in answer:
             raise RuntimeError(f"cannot join the call: {answer['error']['message']}")
-        config = await self.api("GET", "/api/v1/rtc/ice-servers")
-        servers = [
-            RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
-            for s in config["ice_servers"]
-        ]
-        policy = (
-            RTCIceTransportPolicy.RELAY
-            if config.get("ice_transport_policy") == "relay"
-            else RTCIceTransportPolicy.ALL
-        )
-        # An explicit configuration: with none, aiortc adds a public STUN server.
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers, iceTransportPolicy=policy))
-        self.pc.addTrack(VideoStreamTrack())
-        self.pc.on("track", self._track)
-        self.pc.on("datachannel", self._datachannel)
+        if self.pc is None:
+            self.config = configuration(await self.api("GET", "/api/v1/rtc/ice-servers"))
+            self.pc = RTCPeerConnection(self.config)
+            self.pc.addTrack(VideoStreamTrack())
+            self.pc.on("track", self._track)
+            self.pc.on("datachannel", self._datachannel)
 
     def _track(self, track: MediaStreamTrack) -> None:
         if self.on_track is not None:
@@ -148,6 +189,7 @@ class HeadlessPeer:
         while True:
             message = await asyncio.wait_for(self.signals.get(), within)
             if message["kind"] == "offer":
+                self.remote = message.get("from")
                 await self.pc.setRemoteDescription(RTCSessionDescription(message["sdp"], "offer"))
                 await self.pc.setLocalDescription(await self.pc.createAnswer())
                 await self._send(
@@ -163,6 +205,7 @@ class HeadlessPeer:
         while True:
             message = await asyncio.wait_for(self.signals.get(), within)
             if message["kind"] == "answer":
+                self.remote = message.get("from")
                 await self.pc.setRemoteDescription(RTCSessionDescription(message["sdp"], "answer"))
                 self._tasks.append(asyncio.create_task(self._apply_candidates()))
                 return
@@ -196,5 +239,111 @@ class HeadlessPeer:
             task.cancel()
         if self.pc is not None:
             await self.pc.close()
+        for side in self.sides.values():
+            await side.close()
         if self.sio.connected:
             await self.sio.disconnect()
+
+
+class CallRecorder(HeadlessPeer):
+    """The server's recording participant (signed in with a token the server gives it)."""
+
+    def __init__(self, base_url: str, token: str, rtc: dict[str, Any]) -> None:
+        super().__init__(base_url)
+        self.token = token
+        #: The server hands the recorder its ICE configuration (it may not call the API).
+        self.config = configuration(rtc)
+        self.connections: dict[str, RTCPeerConnection] = {}
+        self.tracks: dict[str, list[MediaStreamTrack]] = {}
+        self._answers: dict[str, asyncio.Future[str]] = {}
+        self.recorder: MediaRecorder | None = None
+        #: Set when the feed says the call ended.
+        self.ended = asyncio.Event()
+        self._call_id = ""
+        self.sio.on("event", self._event)
+
+    async def _event(self, event: Any) -> None:
+        if (
+            isinstance(event, dict)
+            and event.get("type") in ("call.ended", "call.timed_out")
+            and isinstance(event.get("payload"), dict)
+            and event["payload"].get("call_id") == self._call_id
+        ):
+            self.ended.set()
+
+    async def _route(self, message: dict[str, Any]) -> None:
+        sender, kind = message.get("from"), message.get("kind")
+        if not isinstance(sender, str) or sender not in self.connections:
+            return  # the members' own negotiation, relayed to the whole call
+        if kind == "answer" and sender in self._answers and not self._answers[sender].done():
+            self._answers[sender].set_result(str(message["sdp"]))
+        elif kind == "hangup":
+            self.signals.put_nowait(message)
+
+    async def join_call(self, call_id: str, within: float = 15) -> None:
+        """Join, retrying while the server has not yet committed our membership."""
+        async with asyncio.timeout(within):
+            while True:
+                try:
+                    if not self.sio.connected:
+                        await self.sio.connect(
+                            self.base_url,
+                            auth={"token": self.token},
+                            transports=["websocket"],
+                            wait_timeout=10,
+                        )
+                    answer = await self.sio.call("call.join", {"call_id": call_id}, timeout=10)
+                    if "error" in answer:
+                        raise RuntimeError(answer["error"]["message"])
+                    # Live events only (the end of this call), no backlog.
+                    self._call_id = call_id
+                    await self.sio.call("sync", {"after": 2**62 - 1}, timeout=10)
+                    return
+                except RuntimeError:
+                    if self.sio.connected:
+                        await self.sio.disconnect()
+                    await asyncio.sleep(0.5)
+
+    async def connect_member(self, call_id: str, member: str) -> None:
+        """A receive-only connection to one member: our offer, their answer, their tracks."""
+        pc = self.connections[member] = RTCPeerConnection(self.config)
+        self.tracks[member] = []
+        got_tracks = asyncio.Event()
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self.tracks[member].append(track)
+            got_tracks.set()
+
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        self._answers[member] = asyncio.get_running_loop().create_future()
+        await pc.setLocalDescription(await pc.createOffer())
+        await self._send(call_id, "offer", member, sdp=pc.localDescription.sdp)
+        answer = await self._answers[member]
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await got_tracks.wait()
+
+    async def start_recording(self, path: str) -> int:
+        """Write every received track into ``path`` once media flows; returns the track count.
+
+        Waits for a first frame on each track (a track that never delivers is left out)."""
+        recorder = MediaRecorder(path)
+        flowing = 0
+        for tracks in self.tracks.values():
+            for track in tracks:
+                with contextlib.suppress(TimeoutError, Exception):
+                    await asyncio.wait_for(track.recv(), 10)
+                    recorder.addTrack(track)
+                    flowing += 1
+        if flowing:
+            await recorder.start()
+            self.recorder = recorder
+        return flowing
+
+    async def stop(self) -> None:
+        if self.recorder is not None:
+            await self.recorder.stop()
+            self.recorder = None
+        for pc in self.connections.values():
+            await pc.close()

@@ -499,6 +499,23 @@ CASES: tuple[Case, ...] = (
     _call_step(
         "POST", "/connected", exact=(("coordinator", 200), ("radiology", 200), ("chengguan", 200))
     ),
+    # Recording: asked by the first member in the loop; nobody can start it without every
+    # member's consent (409), so no recorder is ever launched here.
+    _call_step("POST", "/recording/start", ok=409, with_coordinator=True),
+    _call_step(
+        "POST",
+        "/recording",
+        exact=(("coordinator", 201), ("radiology", 409), ("chengguan", 409)),
+        with_coordinator=True,
+    ),
+    _call_step("GET", "/recording", ok=200, with_coordinator=True),
+    _call_step(
+        "POST",
+        "/recording/consent",
+        body=lambda c: {"consent": False},
+        exact=(("coordinator", 409), ("radiology", 200), ("chengguan", 409)),
+        with_coordinator=True,
+    ),
     _call_step("POST", "/decline", ok=409, with_coordinator=True),
     _call_step(
         "POST", "/hangup", exact=(("coordinator", 200), ("radiology", 200), ("chengguan", 409))

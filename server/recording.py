@@ -1,0 +1,620 @@
+"""Recording a video call, only with every participant's consent.
+
+A participant asks (``POST /calls/{id}/recording``; asking counts as their consent); every other
+participant in the call answers yes or no (``.../consent``); each answer goes into the consult's
+timeline with who and when. One "no" ends the request. When everyone has said yes, ``.../start``
+adds the recording participant (the ``huizhen-recorder`` system user, without roles or
+password) to the call and runs it in a child process (``python -m server.recording``, so that
+video encoding never blocks the server's event loop): ``signalling.peer.CallRecorder`` offers a
+receive-only connection to each participant and writes what it receives into one MP4 file
+(H.264, AAC). When the call ends the recorder stops, and the file is attached to the consult as
+an attachment of kind ``recording``. Without every current participant's consent, ``start``
+answers 409 and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+
+from server import events
+from server.audit import Entry
+from server.calls import (
+    call_payload,
+    load_call,
+    participants,
+    timeline,
+)
+from server.consultflow import CallState
+from server.consults import display_names
+from server.db import unit_of_work
+from server.events import PendingEvent, user_stream
+from server.keys import ANNOUNCE, BLOBS, SECRET, SESSIONS, SETTINGS
+from server.models import (
+    Attachment,
+    CallParticipant,
+    CallRecording,
+    Consult,
+    ConsultTransition,
+    RecordingConsent,
+    User,
+    VideoCall,
+    utcnow,
+)
+from server.policy import Action
+from server.problems import Conflict, NotFound
+from server.routing import Call, RequestModel, ResponseModel, Router
+from server.sessions import issue, revoke
+from signalling.ice import ice_servers
+
+log = logging.getLogger(__name__)
+
+router = Router()
+
+RECORDER_USERNAME = "huizhen-recorder"
+#: The recorder's session lasts at most this long (a call longer than this is cut off).
+RECORDER_SESSION_SECONDS = 6 * 3600
+MEDIA_TYPE = "video/mp4"
+#: Matches no password: nobody signs in as the recorder.
+UNUSABLE_PASSWORD = "!"  # noqa: S105
+_CHUNK = 256 * 1024
+
+
+class ConsentBody(RequestModel):
+    consent: bool
+
+
+class ConsentOut(ResponseModel):
+    user_id: uuid.UUID
+    display_name: str
+    consent: bool
+    at: dt.datetime
+
+
+class RecordingOut(ResponseModel):
+    id: uuid.UUID
+    call_id: uuid.UUID
+    #: asking → refused | consented → recording → saved | failed
+    state: str
+    requested_by_user_id: uuid.UUID
+    requested_at: dt.datetime
+    started_at: dt.datetime | None
+    #: When media from the participants began to be written.
+    recording_since: dt.datetime | None
+    ended_at: dt.datetime | None
+    attachment_id: uuid.UUID | None
+    consents: list[ConsentOut]
+    #: Participants whose answer is still awaited.
+    waiting_for: list[uuid.UUID]
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+async def _members(
+    call: Call[Any, Any], video: VideoCall, rec: CallRecording | None
+) -> list[uuid.UUID]:
+    """The people in the call now (accepted, not left), not counting the recorder."""
+    people = await participants(call.session, video.id)
+    recorder = rec.recorder_user_id if rec else None
+    return [
+        p.user_id
+        for p in people
+        if p.answer == "accepted" and p.left_at is None and p.user_id != recorder
+    ]
+
+
+async def _consents(call: Call[Any, Any], rec: CallRecording) -> list[RecordingConsent]:
+    return list(
+        await call.session.scalars(
+            select(RecordingConsent)
+            .where(RecordingConsent.recording_id == rec.id)
+            .order_by(RecordingConsent.at)
+        )
+    )
+
+
+async def _out(call: Call[Any, Any], video: VideoCall, rec: CallRecording) -> RecordingOut:
+    consents = await _consents(call, rec)
+    names = await display_names(call.session, [c.user_id for c in consents])
+    answered = {c.user_id for c in consents}
+    members = await _members(call, video, rec)
+    return RecordingOut(
+        id=rec.id,
+        call_id=rec.call_id,
+        state=rec.state,
+        requested_by_user_id=rec.requested_by_user_id,
+        requested_at=rec.requested_at,
+        started_at=rec.started_at,
+        recording_since=rec.recording_since,
+        ended_at=rec.ended_at,
+        attachment_id=rec.attachment_id,
+        consents=[
+            ConsentOut(
+                user_id=c.user_id,
+                display_name=names.get(c.user_id, ""),
+                consent=c.consent,
+                at=c.at,
+            )
+            for c in consents
+        ],
+        waiting_for=[m for m in members if m not in answered],
+    )
+
+
+async def _recording(call: Call[Any, Any], video: VideoCall) -> CallRecording | None:
+    return await call.session.scalar(select(CallRecording).where(CallRecording.call_id == video.id))
+
+
+def _announce(
+    call: Call[Any, Any],
+    video: VideoCall,
+    consult: Consult,
+    to: Sequence[uuid.UUID],
+    type_: str,
+    rec: CallRecording,
+    **extra: Any,
+) -> None:
+    call.publish(
+        [user_stream(u) for u in to],
+        type_,
+        consult_id=consult.id,
+        payload=call_payload(video, consult.centre, recording_id=str(rec.id), **extra),
+    )
+
+
+async def _in_call(
+    call: Call[Any, Any], video: VideoCall, me: CallParticipant, rec: CallRecording | None
+) -> list[uuid.UUID]:
+    members = await _members(call, video, rec)
+    if video.state not in (CallState.ACCEPTED, CallState.CONNECTED) or me.user_id not in members:
+        raise Conflict("only a participant of a call under way can do this")
+    return members
+
+
+async def _recorder_user(call: Call[Any, Any]) -> User:
+    """The recording participant's account: no roles, no usable password."""
+    user = await call.session.scalar(select(User).where(User.username == RECORDER_USERNAME))
+    if user is None:
+        user = User(
+            id=uuid.uuid4(),
+            username=RECORDER_USERNAME,
+            display_name="会诊录像 Recorder",
+            institution_id=call.principal.institution_id,
+            password_hash=UNUSABLE_PASSWORD,
+        )
+        call.session.add(user)
+        await call.session.flush()
+    return user
+
+
+def _server_url(request: web.Request) -> str:
+    """This server as seen from this host: the address the request arrived on."""
+    assert request.transport is not None
+    host, port = request.transport.get_extra_info("sockname")[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+# -- routes ----------------------------------------------------------------------------------
+
+
+@router.route(
+    "POST",
+    "/api/v1/calls/{call_id}/recording",
+    action=Action.CALL,
+    summary="Ask to record the call: every participant is asked to consent",
+    tags=["calls"],
+    response=RecordingOut,
+    status=201,
+    errors=[409],
+)
+async def request_recording(call: Call[None, None]) -> RecordingOut:
+    """Asking counts as the asker's consent. One request per call."""
+    video, consult, me = await load_call(call, call.path["call_id"])
+    members = await _in_call(call, video, me, None)
+    existing = await _recording(call, video)
+    if existing is not None:
+        raise Conflict(f"this call's recording was already asked for ({existing.state})")
+    now = utcnow()
+    rec = CallRecording(
+        id=uuid.uuid4(),
+        call_id=video.id,
+        state="asking",
+        requested_by_user_id=me.user_id,
+        requested_at=now,
+    )
+    call.session.add(rec)
+    await call.session.flush()
+    call.session.add(
+        RecordingConsent(recording_id=rec.id, user_id=me.user_id, consent=True, at=now)
+    )
+    timeline(call, consult, "call.record_request", call_id=video.id)
+    timeline(call, consult, "call.record_consent", call_id=video.id, consent="yes")
+    if set(members) <= {me.user_id}:
+        rec.state = "consented"
+    await call.session.flush()
+    _announce(call, video, consult, members, "call.recording_requested", rec, by=str(me.user_id))
+    return await _out(call, video, rec)
+
+
+@router.route(
+    "GET",
+    "/api/v1/calls/{call_id}/recording",
+    action=Action.CALL,
+    summary="The call's recording request: consents, state, and the attachment once saved",
+    tags=["calls"],
+    response=RecordingOut,
+)
+async def get_recording(call: Call[None, None]) -> RecordingOut:
+    video, _, _ = await load_call(call, call.path["call_id"])
+    rec = await _recording(call, video)
+    if rec is None:
+        raise NotFound("no recording was asked for in this call")
+    return await _out(call, video, rec)
+
+
+@router.route(
+    "POST",
+    "/api/v1/calls/{call_id}/recording/consent",
+    action=Action.CALL,
+    summary="Consent to the call being recorded, or refuse (one refusal ends the request)",
+    tags=["calls"],
+    body=ConsentBody,
+    response=RecordingOut,
+    errors=[409],
+)
+async def consent(call: Call[ConsentBody, None]) -> RecordingOut:
+    video, consult, me = await load_call(call, call.path["call_id"])
+    rec = await _recording(call, video)
+    if rec is None:
+        raise NotFound("no recording was asked for in this call")
+    members = await _in_call(call, video, me, rec)
+    if rec.state not in ("asking", "consented"):
+        raise Conflict(f"the recording is {rec.state}")
+    if await call.session.get(RecordingConsent, (rec.id, me.user_id)) is not None:
+        raise Conflict("you have already answered")
+    yes = call.body.consent
+    call.session.add(RecordingConsent(recording_id=rec.id, user_id=me.user_id, consent=yes))
+    timeline(call, consult, "call.record_consent", call_id=video.id, consent="yes" if yes else "no")
+    await call.session.flush()
+    if not yes:
+        rec.state, rec.ended_at = "refused", utcnow()
+        _announce(call, video, consult, members, "call.recording_refused", rec)
+    else:
+        agreed = {c.user_id for c in await _consents(call, rec) if c.consent}
+        if set(members) <= agreed:
+            rec.state = "consented"
+            _announce(call, video, consult, members, "call.recording_consented", rec)
+    await call.session.flush()
+    return await _out(call, video, rec)
+
+
+@router.route(
+    "POST",
+    "/api/v1/calls/{call_id}/recording/start",
+    action=Action.CALL,
+    summary="Start recording: the recorder joins the call (409 without everyone's consent)",
+    tags=["calls"],
+    response=RecordingOut,
+    errors=[409],
+)
+async def start_recording(call: Call[None, None]) -> RecordingOut:
+    video, consult, me = await load_call(call, call.path["call_id"])
+    rec = await _recording(call, video)
+    if rec is None:
+        raise Conflict("no recording without every participant's consent: ask first")
+    members = await _in_call(call, video, me, rec)
+    agreed = {c.user_id for c in await _consents(call, rec) if c.consent}
+    missing = [m for m in members if m not in agreed]
+    if rec.state != "consented" or missing:
+        raise Conflict(
+            "no recording without every participant's consent",
+            state=rec.state,
+            waiting_for=[str(m) for m in missing],
+        )
+    recorder = await _recorder_user(call)
+    row = await call.session.get(CallParticipant, (video.id, recorder.id))
+    now = utcnow()
+    if row is None:
+        call.session.add(
+            CallParticipant(
+                call_id=video.id,
+                user_id=recorder.id,
+                invited_by_user_id=me.user_id,
+                answer="accepted",
+                joined_at=now,
+            )
+        )
+    settings = call.app[SETTINGS]
+    issued = await issue(
+        call.session,
+        call.app[SECRET],
+        recorder,
+        ttl=RECORDER_SESSION_SECONDS,
+        client_address="recorder",
+    )
+    rec.state, rec.recorder_user_id, rec.started_at = "recording", recorder.id, now
+    timeline(call, consult, "call.record_start", call_id=video.id)
+    await call.session.flush()
+    await call.audit(
+        Entry(
+            action="call.record_start",
+            object_type="call",
+            object_id=str(video.id),
+            patient_id=consult.patient_id,
+        )
+    )
+    servers = ice_servers(
+        settings.turn_urls, settings.turn_secret, str(recorder.id), RECORDER_SESSION_SECONDS
+    )
+    rtc = {
+        "ice_servers": [
+            {"urls": list(s.urls), "username": s.username, "credential": s.credential}
+            for s in servers
+        ],
+        "ice_transport_policy": "relay" if settings.ice_relay_only else "all",
+    }
+    call.app[RECORDINGS].launch(
+        Job(
+            recording_id=rec.id,
+            call_id=video.id,
+            consult_id=consult.id,
+            recorder_id=recorder.id,
+            session_id=issued.session.id,
+            base_url=_server_url(call.request),
+            token=issued.token,
+            rtc=rtc,
+            members=members,
+        )
+    )
+    return await _out(call, video, rec)
+
+
+# -- the recorder processes ------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    recording_id: uuid.UUID
+    call_id: uuid.UUID
+    consult_id: uuid.UUID
+    recorder_id: uuid.UUID
+    session_id: uuid.UUID
+    base_url: str
+    token: str = field(repr=False)
+    rtc: dict[str, Any] = field(repr=False)
+    members: list[uuid.UUID]
+
+
+class Recordings:
+    """The recorder child processes of this server, one per recording call."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self.processes: dict[uuid.UUID, asyncio.subprocess.Process] = {}
+
+    def launch(self, job: Job) -> None:
+        task = asyncio.create_task(self._run(job), name=f"recording-{job.call_id}")
+        self.tasks[job.recording_id] = task
+        task.add_done_callback(lambda _: self.tasks.pop(job.recording_id, None))
+
+    async def close(self) -> None:
+        """Shutdown: stop every recorder (each saves what it has), then wait for them."""
+        for process in list(self.processes.values()):
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks.values()), timeout=30)
+        for task in list(self.tasks.values()):
+            task.cancel()
+
+    async def _run(self, job: Job) -> None:
+        folder = self.app[SETTINGS].data_dir / "recordings"
+        folder.mkdir(parents=True, exist_ok=True)
+        out = folder / f"{job.recording_id}.mp4"
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "server.recording",
+                "--url",
+                job.base_url,
+                "--call-id",
+                str(job.call_id),
+                "--out",
+                str(out),
+                *[arg for m in job.members for arg in ("--member", str(m))],
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            self.processes[job.recording_id] = process
+            assert process.stdin is not None
+            assert process.stdout is not None
+            process.stdin.write(json.dumps({"token": job.token, "rtc": job.rtc}).encode() + b"\n")
+            await process.stdin.drain()
+            process.stdin.close()
+            async for line in process.stdout:
+                with contextlib.suppress(ValueError):
+                    if json.loads(line).get("event") == "recording":
+                        await self._flowing(job)
+            code = await process.wait()
+            log.info("call %s: recorder exited with %s", job.call_id, code)
+        except Exception:
+            log.exception("call %s: the recorder failed", job.call_id)
+        finally:
+            self.processes.pop(job.recording_id, None)
+        try:
+            await self._save(job, out)
+        except Exception:
+            log.exception("call %s: the recording could not be saved", job.call_id)
+        finally:
+            out.unlink(missing_ok=True)
+
+    async def _flowing(self, job: Job) -> None:
+        async with unit_of_work(self.app[SESSIONS]) as db:
+            rec = await db.get(CallRecording, job.recording_id)
+            consult = await db.get(Consult, job.consult_id)
+            video = await db.get(VideoCall, job.call_id)
+            if rec is None or consult is None or video is None:
+                return
+            rec.recording_since = utcnow()
+            pending = [
+                PendingEvent(
+                    tuple(user_stream(m) for m in job.members),
+                    "call.recording_started",
+                    consult.id,
+                    call_payload(video, consult.centre, recording_id=str(rec.id)),
+                )
+            ]
+            ids = await events.write(db, pending)
+        await self._announce(ids)
+
+    async def _save(self, job: Job, out: Path) -> None:
+        size = await asyncio.to_thread(_size, out)
+        async with unit_of_work(self.app[SESSIONS]) as db:
+            rec = await db.get(CallRecording, job.recording_id)
+            consult = await db.get(Consult, job.consult_id)
+            video = await db.get(VideoCall, job.call_id)
+            await revoke(db, job.session_id)
+            if rec is None or consult is None or video is None:
+                return
+            now = utcnow()
+            rec.ended_at = now
+            detail: dict[str, Any] = {"call_id": str(video.id)}
+            if size == 0:
+                rec.state = "failed"
+                kind = "call.recording_failed"
+            else:
+                blob = await self.app[BLOBS].put(_chunks(out), max_bytes=size + 1)
+                attachment = Attachment(
+                    id=uuid.uuid4(),
+                    consult_id=consult.id,
+                    kind="recording",
+                    filename=f"call-{(rec.started_at or now):%Y%m%d-%H%M%S}.mp4",
+                    content_type=MEDIA_TYPE,
+                    size=blob.size,
+                    sha256=blob.sha256,
+                    uploaded_by_user_id=job.recorder_id,
+                    created_at=now,
+                )
+                db.add(attachment)
+                await db.flush()
+                rec.state, rec.attachment_id = "saved", attachment.id
+                detail["attachment_id"] = str(attachment.id)
+                kind = "call.recording_saved"
+            db.add(
+                ConsultTransition(
+                    consult_id=consult.id,
+                    action="call.record_saved" if size else "call.record_failed",
+                    from_state=consult.state.value,
+                    to_state=consult.state.value,
+                    actor_user_id=job.recorder_id,
+                    at=now,
+                    detail=detail,
+                )
+            )
+            payload = call_payload(video, consult.centre, recording_id=str(rec.id))
+            if rec.attachment_id:
+                payload["attachment_id"] = str(rec.attachment_id)
+            pending = [
+                PendingEvent(tuple(user_stream(m) for m in job.members), kind, consult.id, payload)
+            ]
+            ids = await events.write(db, pending)
+        log.info("call %s: recording %s (%d bytes)", job.call_id, rec.state, size)
+        await self._announce(ids)
+
+    async def _announce(self, ids: list[int]) -> None:
+        if ids and ANNOUNCE in self.app:
+            await self.app[ANNOUNCE](ids)
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+async def _chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as fh:
+        while chunk := await asyncio.to_thread(fh.read, _CHUNK):
+            yield chunk
+
+
+RECORDINGS = web.AppKey("recordings", Recordings)
+
+
+async def recordings(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: recorders are stopped (and their files saved) on shutdown."""
+    app[RECORDINGS] = Recordings(app)
+    yield
+    await app[RECORDINGS].close()
+
+
+# -- the child process -----------------------------------------------------------------------
+
+
+def _tell(message: dict[str, Any]) -> None:
+    """One JSON line to the server that runs us."""
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+async def _record(
+    url: str, call_id: str, out: str, members: list[str], token: str, rtc: dict[str, Any]
+) -> int:
+    from signalling.peer import CallRecorder  # aiortc's media stack: only in the child
+
+    recorder = CallRecorder(url, token, rtc)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    tracks = 0
+    try:
+        await recorder.join_call(call_id)
+        connecting = [asyncio.create_task(recorder.connect_member(call_id, m)) for m in members]
+        _, late = await asyncio.wait(connecting, timeout=30)
+        for task in late:
+            task.cancel()
+        tracks = await recorder.start_recording(out)
+        _tell({"event": "recording", "tracks": tracks})
+        if tracks:
+            waiting = [asyncio.create_task(recorder.ended.wait()), asyncio.create_task(stop.wait())]
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiting:
+                waiter.cancel()
+    finally:
+        await recorder.stop()
+        await recorder.close()
+    _tell({"event": "done", "tracks": tracks})
+    return 0 if tracks else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m server.recording``: the token and ICE configuration come on stdin."""
+    parser = argparse.ArgumentParser(prog="python -m server.recording")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--call-id", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--member", action="append", default=[])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    secrets = json.loads(sys.stdin.readline())
+    return asyncio.run(
+        _record(args.url, args.call_id, args.out, args.member, secrets["token"], secrets["rtc"])
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
