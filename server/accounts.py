@@ -57,6 +57,7 @@ _ROLE_INSTITUTIONS: dict[Role, frozenset[InstitutionKind]] = {
     Role.CENTRE_COORDINATOR: frozenset({InstitutionKind.LEAD_HOSPITAL}),
     Role.STROKE_TEAM: frozenset({InstitutionKind.LEAD_HOSPITAL}),
     Role.AMBULANCE: frozenset({InstitutionKind.LEAD_HOSPITAL}),
+    Role.INTERFACE: frozenset({InstitutionKind.LEAD_HOSPITAL}),
 }
 
 

@@ -26,6 +26,7 @@ from server import (
     directory,
     feed,
     figures,
+    labresults,
     live,
     messages,
     patients,
@@ -100,7 +101,7 @@ def api_router() -> Router:
     modules += [attachments, reports]
     modules += [reportpdf, referrals, calls, targets, feed, presence, rtc, figures, auditlog]
     modules += [recording]
-    modules += [dicomweb, wado, studies, uploads]
+    modules += [dicomweb, wado, studies, uploads, labresults]
     for module in modules:
         router.include(module.router)
     return router
@@ -278,6 +279,7 @@ def create_app(settings: Settings) -> web.Application:
     ).encode()
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(watchdog)
+    app.cleanup_ctx.append(labresults.mllp_listener)
     app.cleanup_ctx.append(recording.recordings)
 
     app.router.add_get("/healthz", healthz)

@@ -14,6 +14,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from server.audit import Entry
 from server.consultflow import (
     ConsultAction,
     advance,
@@ -26,9 +27,11 @@ from server.consults import (
     submit,
     transition,
 )
+from server.db import guarded_update
 from server.events import centre_stream, event_payload, institution_stream, user_stream
 from server.models import (
     Consult,
+    ConsultTransition,
     Institution,
     InstitutionKind,
     Role,
@@ -42,7 +45,7 @@ from server.policy import (
     centre_side,
     requester_side,
 )
-from server.problems import Forbidden, ValidationFailed
+from server.problems import Conflict, Forbidden, ValidationFailed
 from server.routing import Call, Handler, RequestModel, Router
 
 router = Router()
@@ -298,5 +301,57 @@ async def acknowledge_consult(call: Call[NoteBody, None]) -> ConsultDetail:
         streams.append(user_stream(consult.assignee_user_id))
     call.publish(
         streams, "consult.acknowledged", consult_id=consult.id, payload=event_payload(consult)
+    )
+    return await consult_detail(call, consult, patient)
+
+
+@router.route(
+    "POST",
+    "/api/v1/consults/{consult_id}/critical/acknowledge",
+    action=Action.CONSULT_REQUEST,
+    summary="Acknowledge a critical value (危急值) at the requesting station",
+    tags=["consults"],
+    body=NoteBody,
+    response=ConsultDetail,
+    errors=[409],
+)
+async def acknowledge_critical(call: Call[NoteBody, None]) -> ConsultDetail:
+    """Stops the reminders and escalation of a critical value, whether it came with a signed
+    report or straight from the lab before any report was signed. The report itself is still
+    acknowledged on its own when it is signed."""
+    consult, patient = await load_consult(call, call.path["consult_id"])
+    _require(
+        requester_side(call.principal, consult.requester_institution_id),
+        "only the requesting station acknowledges",
+    )
+    if consult.critical_since is None:
+        raise Conflict("this consult has no critical value waiting")
+    since = consult.critical_since
+    await guarded_update(call.session, consult, "consult", critical_since=None)
+    call.session.add(
+        ConsultTransition(
+            consult_id=consult.id,
+            action="critical.acknowledge",
+            from_state=consult.state.value,
+            to_state=consult.state.value,
+            actor_user_id=call.principal.user_id,
+            at=utcnow(),
+            note=call.body.note,
+            detail={"critical_since": since.isoformat()},
+        )
+    )
+    await call.audit(
+        Entry(
+            action="consult.critical_acknowledge",
+            object_type="consult",
+            object_id=str(consult.id),
+            patient_id=consult.patient_id,
+        )
+    )
+    streams = [centre_stream(consult.centre), institution_stream(consult.requester_institution_id)]
+    if consult.assignee_user_id is not None:
+        streams.append(user_stream(consult.assignee_user_id))
+    call.publish(
+        streams, "critical.acknowledged", consult_id=consult.id, payload=event_payload(consult)
     )
     return await consult_detail(call, consult, patient)

@@ -80,6 +80,8 @@ EVENT_TYPES = frozenset(
         "report.signed",
         "report.critical",
         "critical.unacknowledged",
+        "critical.acknowledged",
+        "lab.results",
         "referral.requested",
         "referral.accepted",
         "referral.declined",

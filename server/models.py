@@ -99,6 +99,8 @@ class Role(enum.StrEnum):
     AMBULANCE = "ambulance"
     SUPERVISOR = "supervisor"
     ADMIN = "admin"
+    #: A system that files results (the lab information system), not a person.
+    INTERFACE = "interface"
 
 
 class Sex(enum.StrEnum):

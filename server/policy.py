@@ -55,6 +55,7 @@ class Action(enum.StrEnum):
     IMAGING_READ = "imaging.read"  # DICOMweb search and retrieval, ECG views
     IMAGING_WRITE = "imaging.write"  # DICOMweb store, resumable uploads
     IMAGING_DELETE = "imaging.delete"  # remove studies from the archive
+    LAB_RESULTS = "lab.results"  # file results from the lab information system
 
 
 _CLINICAL_READ = frozenset(
@@ -85,6 +86,7 @@ ROLE_GRANTS: Mapping[Role, frozenset[Action]] = {
     Role.SUPERVISOR: frozenset(
         {Action.SELF, Action.DIRECTORY_READ, Action.AUDIT_READ, Action.FIGURES_READ}
     ),
+    Role.INTERFACE: frozenset({Action.SELF, Action.LAB_RESULTS}),
     Role.ADMIN: frozenset(
         {
             Action.SELF,

@@ -121,6 +121,7 @@ USERS: tuple[DemoUser, ...] = (
     DemoUser("baji", "巴集乡 赵医生", "baji", frozenset({Role.GRASSROOTS_DOCTOR})),
     DemoUser("jiaji", "贾集村 张医生", "jiaji", frozenset({Role.GRASSROOTS_DOCTOR})),
     DemoUser("ambulance-01", "5G 救护车 01", "xrmyy", frozenset({Role.AMBULANCE})),
+    DemoUser("lis", "检验科 LIS 接口", "xrmyy", frozenset({Role.INTERFACE})),
 )
 
 # name, birth date, sequence (odd: male), card, institutions

@@ -86,8 +86,9 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     #: Port of the HL7 v2 MLLP listener for lab results on ``host``; 0 turns it off.
     mllp_port: int = 0
-    #: The laboratory systems allowed to send results over MLLP or HTTP: their MSH-3 names.
-    lab_senders: tuple[str, ...] = ()
+    #: Laboratory systems allowed to send results over MLLP: MSH-3 name → the interface
+    #: account (role ``interface``) whose name the results are filed under.
+    lab_senders: tuple[tuple[str, str], ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     # -- derived values -------------------------------------------------------------
@@ -176,7 +177,7 @@ class Settings:
             dicom_peers=reader.get("DICOM_PEERS", _ae_map, defaults.dicom_peers),
             cors_origins=reader.get("CORS_ORIGINS", _origins, defaults.cors_origins),
             mllp_port=reader.get("MLLP_PORT", _port, defaults.mllp_port),
-            lab_senders=reader.get("LAB_SENDERS", _names, defaults.lab_senders),
+            lab_senders=reader.get("LAB_SENDERS", _sender_map, defaults.lab_senders),
             extra={k: v for k, v in env.items() if k.startswith(PREFIX) and k not in reader.seen},
         )
         names_turn = any(u.startswith("turn") for u in settings.turn_urls)
@@ -348,9 +349,15 @@ def _origins(raw: str) -> tuple[str, ...]:
     return origins
 
 
-def _names(raw: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in raw.split(",") if n.strip())
-    for name in names:
-        if len(name) > 64 or not name.isprintable():
-            raise ValueError("names are up to 64 printable characters")
-    return names
+def _sender_map(raw: str) -> tuple[tuple[str, str], ...]:
+    """``LIS=lis,POCT=poct``: each sending application (MSH-3) and its interface account."""
+    pairs: list[tuple[str, str]] = []
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        name, sep, account = item.partition("=")
+        name, account = name.strip(), account.strip()
+        if not sep or not name or not account or len(name) > 64 or len(account) > 64:
+            raise ValueError("expected SENDING_APP=account pairs separated by commas")
+        pairs.append((name, account))
+    return tuple(pairs)

@@ -24,6 +24,7 @@ DEMO_USERS = (
     "baji",
     "jiaji",
     "ambulance-01",
+    "lis",
 )
 
 

@@ -27,7 +27,11 @@ CENTRE_STAFF = frozenset(
 CLINICAL = GRASSROOTS | CENTRE_STAFF
 REFERRERS = GRASSROOTS | CENTRE_STAFF
 EVERYONE = frozenset(DEMO_USERS)
+#: Everyone but the lab information system's account (which only signs in and files results).
+PEOPLE = EVERYONE - {"lis"}
 SPECIALISTS = frozenset({"ecg", "radiology", "consult", "lab", "pathology", "neuro"})
+#: The lab information system's account.
+INTERFACES = frozenset({"lis"})
 #: Who may store images: grassroots doctors and specialists.
 IMAGE_WRITERS = GRASSROOTS | SPECIALISTS
 #: Who sees a consult from 城关镇卫生院 to the imaging centre.
@@ -196,12 +200,12 @@ CASES: tuple[Case, ...] = (
         422,  # reached: the wrong current password is refused by the handler, not the policy
         body=lambda c: {"current_password": "wrong-password", "new_password": "another-password-2"},
     ),
-    Case("GET", "/api/v1/institutions", lambda c: "/api/v1/institutions", EVERYONE, 200),
+    Case("GET", "/api/v1/institutions", lambda c: "/api/v1/institutions", PEOPLE, 200),
     Case(
         "GET",
         "/api/v1/institutions/{institution_id}",
         lambda c: f"/api/v1/institutions/{c.lead_hospital}",
-        EVERYONE,
+        PEOPLE,
         200,
     ),
     Case(
@@ -220,9 +224,9 @@ CASES: tuple[Case, ...] = (
         200,
         body=lambda c: {"name_en": "County People's Hospital"},
     ),
-    Case("GET", "/api/v1/centres", lambda c: "/api/v1/centres", EVERYONE, 200),
-    Case("GET", "/api/v1/targets", lambda c: "/api/v1/targets", EVERYONE, 200),
-    Case("GET", "/api/v1/presence", lambda c: "/api/v1/presence", EVERYONE, 200),
+    Case("GET", "/api/v1/centres", lambda c: "/api/v1/centres", PEOPLE, 200),
+    Case("GET", "/api/v1/targets", lambda c: "/api/v1/targets", PEOPLE, 200),
+    Case("GET", "/api/v1/presence", lambda c: "/api/v1/presence", PEOPLE, 200),
     Case("GET", "/api/v1/rtc/ice-servers", lambda c: "/api/v1/rtc/ice-servers", EVERYONE, 200),
     Case(
         "PUT",
@@ -689,6 +693,18 @@ CASES: tuple[Case, ...] = (
         )
         for suffix in ("", "/series/{series}", "/series/{series}/instances/{instance}")
     ],
+    Case(
+        "POST",
+        "/api/v1/consults/{consult_id}/critical/acknowledge",
+        lambda c: f"/api/v1/consults/{c.consult}/critical/acknowledge",
+        GRASSROOTS,
+        409,  # no critical value waiting
+        body=lambda c: {},
+        out_of_scope=404,
+        in_scope=frozenset({"chengguan"}),
+    ),
+    Case("POST", "/api/v1/lab/hl7v2", lambda c: "/api/v1/lab/hl7v2", INTERFACES, 422, raw=b"x"),
+    Case("POST", "/api/v1/lab/fhir", lambda c: "/api/v1/lab/fhir", INTERFACES, 422, raw=b"x"),
     # Sign-out last: it revokes the token the rows above used.
     Case("POST", "/api/v1/auth/logout", lambda c: "/api/v1/auth/logout", EVERYONE, 204),
 )

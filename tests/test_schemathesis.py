@@ -47,6 +47,7 @@ USER_FOR_ACTION = {
     "imaging.read": "chengguan",
     "imaging.write": "chengguan",
     "imaging.delete": "admin",
+    "lab.results": "lis",
 }
 #: Signing out would revoke the token the other operations use; it has its own tests.
 SKIP = {("POST", "/api/v1/auth/logout")}

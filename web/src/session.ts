@@ -17,6 +17,7 @@ export const ROLE_PRIORITY: readonly Role[] = [
   'specialist',
   'grassroots_doctor',
   'ambulance',
+  'interface',
 ]
 
 export const primaryRole = computed<Role | null>(() => {

@@ -6,6 +6,7 @@ export type Role =
   | 'centre_coordinator'
   | 'stroke_team'
   | 'ambulance'
+  | 'interface'
   | 'supervisor'
   | 'admin'
 
@@ -25,6 +26,10 @@ export type Permission =
   | 'figures.read'
   | 'referral'
   | 'call'
+  | 'imaging.read'
+  | 'imaging.write'
+  | 'imaging.delete'
+  | 'lab.results'
 
 export type CentreCode = 'ecg' | 'imaging' | 'consultation' | 'lab' | 'pathology'
 
