@@ -4,7 +4,7 @@ A participant asks (``POST /calls/{id}/recording``; asking counts as their conse
 participant in the call answers yes or no (``.../consent``); each answer goes into the consult's
 timeline with who and when. One "no" ends the request. When everyone has said yes, ``.../start``
 adds the recording participant (the ``huizhen-recorder`` system user, without roles or
-password) to the call and runs it in a child process (``python -m server.recording``, so that
+password) to the call and runs it in a child process (``python -m server.recorder``, so that
 video encoding never blocks the server's event loop): ``signalling.peer.CallRecorder`` offers a
 receive-only connection to each participant and writes what it receives into one MP4 file
 (H.264, AAC). When the call ends the recorder stops, and the file is attached to the consult as
@@ -14,13 +14,11 @@ answers 409 and nothing is recorded.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import datetime as dt
 import json
 import logging
-import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -289,7 +287,8 @@ async def consent(call: Call[ConsentBody, None]) -> RecordingOut:
         raise Conflict("you have already answered")
     yes = call.body.consent
     call.session.add(RecordingConsent(recording_id=rec.id, user_id=me.user_id, consent=yes))
-    timeline(call, consult, "call.record_consent", call_id=video.id, consent="yes" if yes else "no")
+    action = "call.record_consent" if yes else "call.record_refuse"
+    timeline(call, consult, action, call_id=video.id, consent="yes" if yes else "no")
     await call.session.flush()
     if not yes:
         rec.state, rec.ended_at = "refused", utcnow()
@@ -431,7 +430,7 @@ class Recordings:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "server.recording",
+                "server.recorder",
                 "--url",
                 job.base_url,
                 "--call-id",
@@ -561,60 +560,3 @@ async def recordings(app: web.Application) -> AsyncIterator[None]:
     app[RECORDINGS] = Recordings(app)
     yield
     await app[RECORDINGS].close()
-
-
-# -- the child process -----------------------------------------------------------------------
-
-
-def _tell(message: dict[str, Any]) -> None:
-    """One JSON line to the server that runs us."""
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
-
-
-async def _record(
-    url: str, call_id: str, out: str, members: list[str], token: str, rtc: dict[str, Any]
-) -> int:
-    from signalling.peer import CallRecorder  # aiortc's media stack: only in the child
-
-    recorder = CallRecorder(url, token, rtc)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    tracks = 0
-    try:
-        await recorder.join_call(call_id)
-        connecting = [asyncio.create_task(recorder.connect_member(call_id, m)) for m in members]
-        _, late = await asyncio.wait(connecting, timeout=30)
-        for task in late:
-            task.cancel()
-        tracks = await recorder.start_recording(out)
-        _tell({"event": "recording", "tracks": tracks})
-        if tracks:
-            waiting = [asyncio.create_task(recorder.ended.wait()), asyncio.create_task(stop.wait())]
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in waiting:
-                waiter.cancel()
-    finally:
-        await recorder.stop()
-        await recorder.close()
-    _tell({"event": "done", "tracks": tracks})
-    return 0 if tracks else 1
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m server.recording``: the token and ICE configuration come on stdin."""
-    parser = argparse.ArgumentParser(prog="python -m server.recording")
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--call-id", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--member", action="append", default=[])
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    secrets = json.loads(sys.stdin.readline())
-    return asyncio.run(
-        _record(args.url, args.call_id, args.out, args.member, secrets["token"], secrets["rtc"])
-    )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

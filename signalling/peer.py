@@ -21,18 +21,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import av
 import socketio
 from aioice import Candidate
 from aiortc import (
     RTCConfiguration,
+    RTCIceCandidate,
     RTCIceServer,
     RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
     VideoStreamTrack,
 )
-from aiortc.contrib.media import MediaRecorder
-from aiortc.mediastreams import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcicetransport import candidate_from_aioice
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,18 @@ def configuration(rtc: dict[str, Any]) -> RTCConfiguration:
     )
     # An explicit configuration: with none, aiortc adds a public STUN server.
     return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
+
+
+def trickled(candidate: dict[str, Any] | None) -> RTCIceCandidate | None:
+    """A candidate trickled by a browser (``None``, or an empty one, ends them)."""
+    if candidate is None or not candidate.get("candidate"):
+        return None
+    parsed = candidate_from_aioice(
+        Candidate.from_sdp(str(candidate["candidate"]).removeprefix("candidate:"))
+    )
+    parsed.sdpMid = candidate.get("sdpMid")
+    parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+    return parsed
 
 
 class HeadlessPeer:
@@ -216,16 +229,7 @@ class HeadlessPeer:
             message = await self.signals.get()
             if message["kind"] != "ice":
                 continue
-            candidate = message.get("candidate")
-            if candidate is None or not candidate.get("candidate"):
-                await self.pc.addIceCandidate(None)
-                continue
-            parsed = candidate_from_aioice(
-                Candidate.from_sdp(candidate["candidate"].removeprefix("candidate:"))
-            )
-            parsed.sdpMid = candidate.get("sdpMid")
-            parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
-            await self.pc.addIceCandidate(parsed)
+            await self.pc.addIceCandidate(trickled(message.get("candidate")))
 
     async def _send(self, call_id: str, kind: str, to: str | None, **body: Any) -> None:
         answer = await self.sio.call(
@@ -245,6 +249,60 @@ class HeadlessPeer:
             await self.sio.disconnect()
 
 
+class FileRecorder:
+    """Received tracks into one file: H.264 video and AAC audio in MP4, one stream per track.
+
+    Like aiortc's MediaRecorder, except that each video stream takes its size from a first frame
+    before anything is written (PyAV writes the header, for every stream at once, with the
+    first packet), and later frames of another size (a low-bandwidth mode) are scaled to it."""
+
+    def __init__(self, path: str) -> None:
+        self.container = av.open(path, mode="w")
+        self.entries: list[tuple[MediaStreamTrack, Any, Any]] = []
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def add(self, track: MediaStreamTrack, first: Any) -> None:
+        stream: Any
+        if track.kind == "video":
+            stream = self.container.add_stream("libx264", rate=30)
+            stream.pix_fmt = "yuv420p"
+            stream.width, stream.height = first.width, first.height
+        else:
+            stream = self.container.add_stream("aac")
+        self.entries.append((track, stream, first))
+
+    def start(self) -> None:
+        self.tasks = [asyncio.create_task(self._run(*entry)) for entry in self.entries]
+
+    async def _run(self, track: MediaStreamTrack, stream: Any, frame: Any) -> None:
+        while True:
+            if track.kind == "video" and (frame.width, frame.height) != (
+                stream.width,
+                stream.height,
+            ):
+                frame = frame.reformat(width=stream.width, height=stream.height)
+            for packet in stream.encode(frame):
+                self.container.mux(packet)
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for _, stream, _ in self.entries:
+            for packet in stream.encode(None):
+                self.container.mux(packet)
+        self.close()
+
+    def close(self) -> None:
+        self.container.close()
+
+
 class CallRecorder(HeadlessPeer):
     """The server's recording participant (signed in with a token the server gives it)."""
 
@@ -256,7 +314,10 @@ class CallRecorder(HeadlessPeer):
         self.connections: dict[str, RTCPeerConnection] = {}
         self.tracks: dict[str, list[MediaStreamTrack]] = {}
         self._answers: dict[str, asyncio.Future[str]] = {}
-        self.recorder: MediaRecorder | None = None
+        #: Trickled candidates per member, kept until its answer is applied.
+        self._ice: dict[str, list[dict[str, Any] | None]] = {}
+        self._described: set[str] = set()
+        self.recorder: FileRecorder | None = None
         #: Set when the feed says the call ended.
         self.ended = asyncio.Event()
         self._call_id = ""
@@ -277,8 +338,18 @@ class CallRecorder(HeadlessPeer):
             return  # the members' own negotiation, relayed to the whole call
         if kind == "answer" and sender in self._answers and not self._answers[sender].done():
             self._answers[sender].set_result(str(message["sdp"]))
+        elif kind == "ice":
+            self._ice.setdefault(sender, []).append(message.get("candidate"))
+            if sender in self._described:
+                await self._add_ice(sender)
         elif kind == "hangup":
             self.signals.put_nowait(message)
+
+    async def _add_ice(self, member: str) -> None:
+        """Candidates the member trickled, once its answer is applied."""
+        for candidate in self._ice.pop(member, []):
+            with contextlib.suppress(Exception):  # one aioice cannot use
+                await self.connections[member].addIceCandidate(trickled(candidate))
 
     async def join_call(self, call_id: str, within: float = 15) -> None:
         """Join, retrying while the server has not yet committed our membership."""
@@ -322,24 +393,29 @@ class CallRecorder(HeadlessPeer):
         await self._send(call_id, "offer", member, sdp=pc.localDescription.sdp)
         answer = await self._answers[member]
         await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        self._described.add(member)
+        await self._add_ice(member)
         await got_tracks.wait()
 
     async def start_recording(self, path: str) -> int:
         """Write every received track into ``path`` once media flows; returns the track count.
 
         Waits for a first frame on each track (a track that never delivers is left out)."""
-        recorder = MediaRecorder(path)
-        flowing = 0
-        for tracks in self.tracks.values():
+        recorder = FileRecorder(path)
+        for member, tracks in self.tracks.items():
             for track in tracks:
-                with contextlib.suppress(TimeoutError, Exception):
-                    await asyncio.wait_for(track.recv(), 10)
-                    recorder.addTrack(track)
-                    flowing += 1
-        if flowing:
-            await recorder.start()
+                try:
+                    first = await asyncio.wait_for(track.recv(), 10)
+                except Exception:
+                    log.warning("recorder: no %s from member %s; left out", track.kind, member)
+                    continue
+                recorder.add(track, first)
+        if recorder.entries:
+            recorder.start()
             self.recorder = recorder
-        return flowing
+        else:
+            recorder.close()
+        return len(recorder.entries)
 
     async def stop(self) -> None:
         if self.recorder is not None:

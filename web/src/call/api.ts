@@ -59,5 +59,29 @@ export async function rtcConfiguration(): Promise<RTCConfiguration> {
   }
 }
 
+export type RecordingState = 'asking' | 'refused' | 'consented' | 'recording' | 'saved' | 'failed'
+
+export interface RecordingOut {
+  id: string
+  call_id: string
+  state: RecordingState
+  requested_by_user_id: string
+  requested_at: string
+  started_at: string | null
+  recording_since: string | null
+  ended_at: string | null
+  attachment_id: string | null
+  consents: { user_id: string; display_name: string; consent: boolean; at: string }[]
+  waiting_for: string[]
+}
+
+const recordingPath = (callId: string): string => `/api/v1/calls/${callId}/recording`
+export const requestRecording = (callId: string): Promise<RecordingOut> => api.post<RecordingOut>(recordingPath(callId), {})
+export const getRecording = (callId: string): Promise<RecordingOut> => api.get<RecordingOut>(recordingPath(callId))
+export const consentRecording = (callId: string, consent: boolean): Promise<RecordingOut> =>
+  api.post<RecordingOut>(`${recordingPath(callId)}/consent`, { consent })
+export const startRecording = (callId: string): Promise<RecordingOut> =>
+  api.post<RecordingOut>(`${recordingPath(callId)}/start`, {})
+
 /** Call events (call.ringing, call.accepted, …) carry the call id in their payload. */
 export const CALL_EVENT_TYPES = ['call.ringing', 'call.accepted', 'call.declined', 'call.connected', 'call.ended', 'call.timed_out']
