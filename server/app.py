@@ -37,6 +37,7 @@ from server import (
     reports,
     rtc,
     signin,
+    slides,
     studies,
     targets,
     uploads,
@@ -101,7 +102,7 @@ def api_router() -> Router:
     modules += [attachments, reports]
     modules += [reportpdf, referrals, calls, targets, feed, presence, rtc, figures, auditlog]
     modules += [recording]
-    modules += [dicomweb, wado, studies, uploads, labresults]
+    modules += [dicomweb, wado, studies, slides, uploads, labresults]
     for module in modules:
         router.include(module.router)
     return router

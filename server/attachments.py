@@ -8,17 +8,20 @@ attachments with the imaging issue.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Literal
 
 from aiohttp import web
 from pydantic import AfterValidator, Field
 from sqlalchemy import select
 
+from imaging.aecg import AecgError, read_aecg
 from server.audit import Entry
 from server.consultflow import FINAL_STATES
 from server.consults import display_names, load_consult, may_contribute, other_side_streams
@@ -26,13 +29,28 @@ from server.events import event_payload
 from server.keys import BLOBS, SETTINGS
 from server.models import Attachment
 from server.policy import Action
-from server.problems import Conflict, Forbidden, NotFound, PayloadTooLarge
+from server.problems import Conflict, Forbidden, NotFound, PayloadTooLarge, Problem
 from server.routing import Call, QueryModel, ResponseModel, Router
 
 router = Router()
 
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}$")
 _CHUNK = 256 * 1024
+
+
+class NotAnEcg(Problem):
+    status, code = 422, "aecg-invalid"
+    title, title_zh = "Not a readable aECG", "不是可读的心电图 XML"
+
+
+async def check_aecg(path: Path) -> None:
+    """Refuse an aECG file that does not read as a 12-lead ECG (422 ``aecg-<reason>``)."""
+    try:
+        await asyncio.to_thread(read_aecg, path)
+    except AecgError as exc:
+        problem = NotAnEcg(f"{exc.code}: the file is not a readable HL7 aECG")
+        problem.code = f"aecg-{exc.code}"
+        raise problem from None
 
 
 def _filename(value: str) -> str:
@@ -48,7 +66,8 @@ FileName = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_f
 
 class UploadQuery(QueryModel):
     filename: FileName
-    kind: Literal["file", "photo", "document"] = "file"
+    #: ``aecg``: an HL7 aECG XML file, checked on upload and readable as an ECG.
+    kind: Literal["file", "photo", "document", "aecg"] = "file"
 
 
 class AttachmentOut(ResponseModel):
@@ -101,6 +120,8 @@ async def upload(call: Call[None, UploadQuery]) -> AttachmentOut:
     ctype = call.request.content_type.lower()
     content_type = ctype if _CONTENT_TYPE.match(ctype) else "application/octet-stream"
     blob = await call.app[BLOBS].put(_chunks(call.request), max_bytes=limit)
+    if call.query.kind == "aecg":
+        await check_aecg(call.app[BLOBS].path(blob.sha256))
     attachment = Attachment(
         id=uuid.uuid4(),
         consult_id=consult.id,

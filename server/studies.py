@@ -10,7 +10,7 @@ as SVG.
 from __future__ import annotations
 
 import asyncio
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import StringConstraints
 from sqlalchemy import func, select
 
+from imaging.aecg import read_aecg
 from imaging.ecg import Ecg, EcgError, Measurements, measure, read_ecg
 from imaging.ecgplot import render_svg
 from server.archive import link_to_consult
@@ -26,8 +27,8 @@ from server.consultflow import FINAL_STATES
 from server.consults import load_consult, may_contribute, other_side_streams
 from server.dicomhttp import UID_PATHS, UID_RE
 from server.events import event_payload
-from server.keys import ARCHIVE
-from server.models import DICOM, ConsultStudy
+from server.keys import ARCHIVE, BLOBS
+from server.models import DICOM, Attachment, ConsultStudy
 from server.policy import Action, study_visible_clause
 from server.problems import Conflict, Forbidden, NotFound
 from server.routing import Call, RequestModel, ResponseModel, Router
@@ -230,45 +231,7 @@ class EcgOut(ResponseModel):
     computed: ComputedOut
 
 
-async def _read(call: Call[None, None]) -> tuple[Ecg, Measurements, uuid.UUID | None]:
-    rows = await visible_instances(
-        call, call.path["study"], call.path["series"], call.path["instance"]
-    )
-    row = rows[0]
-    path: Path = call.app[ARCHIVE].path_of(row.sha256)
-
-    def run() -> tuple[Ecg, Measurements]:
-        ecg = read_ecg(path)
-        return ecg, measure(ecg)
-
-    try:
-        ecg, measured = await asyncio.to_thread(run)
-    except EcgError as exc:
-        raise NotFound(f"not a readable ECG: {exc}") from None
-    await call.audit(
-        Entry(
-            action="imaging.ecg",
-            object_type="instance",
-            object_id=row.sop_instance_uid,
-            patient_id=row.patient_ref,
-        )
-    )
-    return ecg, measured, row.patient_ref
-
-
-@router.route(
-    "GET",
-    "/api/v1/ecg/{study}/{series}/{instance}",
-    action=Action.IMAGING_READ,
-    summary="A stored ECG: samples, the machine's measurements and ours",
-    tags=["imaging"],
-    path_types=UID_PATHS,
-    response=EcgOut,
-)
-async def ecg_view(call: Call[None, None]) -> EcgOut:
-    """Samples are integer microvolts; the machine's annotations are kept as they came and our
-    computed values are given beside them, never in their place."""
-    ecg, m, _ = await _read(call)
+def ecg_out(ecg: Ecg, m: Measurements) -> EcgOut:
     samples = len(ecg.leads[0].millivolts) if ecg.leads else 0
     rr = sum(m.rr_ms) / len(m.rr_ms) if m.rr_ms else None
     return EcgOut(
@@ -293,6 +256,76 @@ async def ecg_view(call: Call[None, None]) -> EcgOut:
     )
 
 
+def svg_response(ecg: Ecg, m: Measurements) -> web.Response:
+    return web.Response(
+        text=render_svg(ecg, m),
+        content_type="image/svg+xml",
+        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"},
+    )
+
+
+async def _measured(read: Callable[[], Ecg]) -> tuple[Ecg, Measurements]:
+    def run() -> tuple[Ecg, Measurements]:
+        ecg = read()
+        return ecg, measure(ecg)
+
+    try:
+        return await asyncio.to_thread(run)
+    except EcgError as exc:
+        raise NotFound(f"not a readable ECG: {exc}") from None
+
+
+async def _dicom_ecg(call: Call[None, None]) -> tuple[Ecg, Measurements]:
+    rows = await visible_instances(
+        call, call.path["study"], call.path["series"], call.path["instance"]
+    )
+    row = rows[0]
+    path: Path = call.app[ARCHIVE].path_of(row.sha256)
+    measured = await _measured(lambda: read_ecg(path))
+    await call.audit(
+        Entry(
+            action="imaging.ecg",
+            object_type="instance",
+            object_id=row.sop_instance_uid,
+            patient_id=row.patient_ref,
+        )
+    )
+    return measured
+
+
+async def _aecg(call: Call[None, None]) -> tuple[Ecg, Measurements]:
+    attachment = await call.session.get(Attachment, call.path["attachment_id"])
+    if attachment is None or attachment.kind != "aecg":
+        raise NotFound("no such ECG")
+    consult, _ = await load_consult(call, attachment.consult_id)
+    path = call.app[BLOBS].path(attachment.sha256)
+    measured = await _measured(lambda: read_aecg(path))
+    await call.audit(
+        Entry(
+            action="imaging.ecg",
+            object_type="attachment",
+            object_id=str(attachment.id),
+            patient_id=consult.patient_id,
+        )
+    )
+    return measured
+
+
+@router.route(
+    "GET",
+    "/api/v1/ecg/{study}/{series}/{instance}",
+    action=Action.IMAGING_READ,
+    summary="A stored ECG: samples, the machine's measurements and ours",
+    tags=["imaging"],
+    path_types=UID_PATHS,
+    response=EcgOut,
+)
+async def ecg_view(call: Call[None, None]) -> EcgOut:
+    """Samples are integer microvolts; the machine's annotations are kept as they came and our
+    computed values are given beside them, never in their place."""
+    return ecg_out(*await _dicom_ecg(call))
+
+
 @router.route(
     "GET",
     "/api/v1/ecg/{study}/{series}/{instance}/svg",
@@ -303,10 +336,30 @@ async def ecg_view(call: Call[None, None]) -> EcgOut:
     produces="image/svg+xml",
 )
 async def ecg_svg(call: Call[None, None]) -> web.Response:
-    ecg, m, _ = await _read(call)
-    svg = await asyncio.to_thread(render_svg, ecg, m)
-    return web.Response(
-        text=svg,
-        content_type="image/svg+xml",
-        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"},
-    )
+    return svg_response(*await _dicom_ecg(call))
+
+
+@router.route(
+    "GET",
+    "/api/v1/attachments/{attachment_id}/ecg",
+    action=Action.CONSULT_READ,
+    summary="An HL7 aECG attached to a consult, read like a DICOM ECG",
+    tags=["imaging"],
+    response=EcgOut,
+)
+async def aecg_view(call: Call[None, None]) -> EcgOut:
+    """The attachment must be of kind ``aecg``; the answer has the same shape as a stored
+    DICOM ECG's."""
+    return ecg_out(*await _aecg(call))
+
+
+@router.route(
+    "GET",
+    "/api/v1/attachments/{attachment_id}/ecg/svg",
+    action=Action.CONSULT_READ,
+    summary="An attached aECG drawn at 25 mm/s and 10 mm/mV as SVG",
+    tags=["imaging"],
+    produces="image/svg+xml",
+)
+async def aecg_svg(call: Call[None, None]) -> web.Response:
+    return svg_response(*await _aecg(call))

@@ -98,7 +98,7 @@ async def _audit_retrieval(call: Call[Any, Any], rows: list[Row[Any]], what: str
     )
 
 
-async def _audit_pixels(call: Call[Any, Any], row: Row[Any]) -> None:
+async def audit_pixels(call: Call[Any, Any], row: Row[Any]) -> None:
     if call.app[RECENT_READS].first_in_window(call.principal.session_id, row.series_uid):
         await call.audit(
             Entry(
@@ -311,7 +311,7 @@ async def retrieve_frames(call: Call[None, None]) -> web.Response:
             out_ts = EXPLICIT_LE
     except FrameError as exc:
         raise _pixel_problem(exc) from None
-    await _audit_pixels(call, row)
+    await audit_pixels(call, row)
     ctype = f"application/octet-stream; transfer-syntax={out_ts}"
     return multipart_response([Part(ctype, data=d) for d in frames], "application/octet-stream")
 
@@ -342,7 +342,7 @@ async def retrieve_bulkdata(call: Call[None, None]) -> web.Response:
         data = await asyncio.to_thread(_bulk_value, _path(call, row), call.path["tag_path"])
     except LookupError:
         raise NotFound("no such bulk data in this instance") from None
-    await _audit_pixels(call, row)
+    await audit_pixels(call, row)
     return multipart_response(
         [Part("application/octet-stream", data=data)], "application/octet-stream"
     )
@@ -418,7 +418,7 @@ async def _rendered(call: Call[None, RenderedQuery], frame: int) -> web.Response
         )
     except (FrameError, render.RenderError) as exc:
         raise _pixel_problem(exc) from None
-    await _audit_pixels(call, row)
+    await audit_pixels(call, row)
     return web.Response(body=data, content_type=media)
 
 
@@ -469,7 +469,7 @@ async def _thumbnail(call: Call[None, None]) -> web.Response:
         data = await asyncio.to_thread(render.thumbnail, _path(call, row))
     except (FrameError, render.RenderError) as exc:
         raise _pixel_problem(exc) from None
-    await _audit_pixels(call, row)
+    await audit_pixels(call, row)
     return web.Response(body=data, content_type="image/jpeg")
 
 
@@ -549,5 +549,5 @@ async def wado_uri(call: Call[None, WadoUriQuery]) -> web.Response:
         )
     except (FrameError, render.RenderError) as exc:
         raise _pixel_problem(exc) from None
-    await _audit_pixels(call, row)
+    await audit_pixels(call, row)
     return web.Response(body=data, content_type=media)

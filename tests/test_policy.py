@@ -130,6 +130,13 @@ def _at(template: str) -> Callable[[Ctx], str]:
     return url
 
 
+def _attachment_at(suffix: str) -> Callable[[Ctx], str]:
+    def url(c: Ctx) -> str:
+        return f"/api/v1/attachments/{c.attachment}{suffix}"
+
+    return url
+
+
 def _transition(
     action: str,
     allowed: frozenset[str],
@@ -644,6 +651,29 @@ CASES: tuple[Case, ...] = (
         out_of_scope=404,
         in_scope=IMAGING_CONSULT,
     ),
+    *[
+        Case(
+            "GET",
+            "/api/v1/slides/{study}/{series}" + suffix,
+            _at(
+                "/api/v1/slides/{study}/{series}"
+                + suffix.replace("{level}", "0").replace("{column}", "0").replace("{row}", "0")
+            ),
+            CLINICAL,
+            404,  # the matrix study is a CT, not a slide: the policy let it through
+        )
+        for suffix in ("", "/tiles/{level}/{column}/{row}")
+    ],
+    *[
+        Case(
+            "GET",
+            "/api/v1/attachments/{attachment_id}" + suffix,
+            _attachment_at(suffix),
+            CLINICAL,
+            404,  # the matrix attachment is a text file, not an aECG
+        )
+        for suffix in ("/ecg", "/ecg/svg")
+    ],
     Case(
         "POST",
         "/api/v1/uploads",
