@@ -588,6 +588,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = report(results, opts, when, args)
     RESULTS.mkdir(exist_ok=True)
     name = f"realtime-{when:%Y-%m-%d}" + ("-quick" if "--quick" in args else "")
+    if opts.scenarios != SCENARIOS:  # a partial run does not overwrite a whole one
+        name += "-" + "-".join(opts.scenarios)
     (RESULTS / f"{name}.md").write_text(text)
     (RESULTS / f"{name}.json").write_text(
         json.dumps([r.__dict__ for r in results], indent=1, default=str)
