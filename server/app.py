@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -269,7 +271,10 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[BLOBS] = LocalBlobStore(settings.data_dir / "blobs")
     app[ARCHIVE] = Archive(
-        DICOM, LocalInstanceStore(settings.data_dir / "dicom"), settings.max_instance_bytes
+        DICOM,
+        LocalInstanceStore(settings.data_dir / "dicom"),
+        settings.max_instance_bytes,
+        pseudonym_key=hmac.new(secret, b"dicom-pseudonyms", hashlib.sha256).digest(),
     )
     app[RECENT_READS] = ReadWindow()
     app[HEAD_REVISION] = head_revision()

@@ -81,6 +81,8 @@ class Archive:
     index: DicomIndex
     store: InstanceStore
     max_instance_bytes: int
+    #: Key of the UIDs and pseudonyms of studies shared outside the consortium.
+    pseudonym_key: bytes = b"\x00" * 32
 
     # -- receiving ---------------------------------------------------------------------
 

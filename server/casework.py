@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 from pydantic import Field
+from sqlalchemy import select
 
 from server.audit import Entry
 from server.consultflow import (
@@ -29,8 +30,10 @@ from server.consults import (
 )
 from server.db import guarded_update
 from server.events import centre_stream, event_payload, institution_stream, user_stream
+from server.keys import ARCHIVE
 from server.models import (
     Consult,
+    ConsultStudy,
     ConsultTransition,
     Institution,
     InstitutionKind,
@@ -47,6 +50,7 @@ from server.policy import (
 )
 from server.problems import Conflict, Forbidden, ValidationFailed
 from server.routing import Call, Handler, RequestModel, Router
+from server.sharing import share_study
 
 router = Router()
 
@@ -267,6 +271,24 @@ async def escalate_consult(call: Call[EscalateBody, None]) -> ConsultDetail:
         detail={"institution_id": str(partner.id)},
         escalated_to_institution_id=partner.id,
     )
+    # The partner is outside the consortium: it gets pseudonymised copies of the images.
+    attached = await call.session.scalars(
+        select(ConsultStudy.study_uid).where(ConsultStudy.consult_id == consult.id)
+    )
+    shared = 0
+    for study_uid in list(attached):
+        if await share_study(call.session, call.app[ARCHIVE], consult, study_uid) is not None:
+            shared += 1
+    if shared:
+        await call.audit(
+            Entry(
+                action="imaging.share",
+                object_type="consult",
+                object_id=str(consult.id),
+                patient_id=consult.patient_id,
+                detail={"studies": shared, "institution": str(partner.id)},
+            )
+        )
     call.publish(
         [institution_stream(partner.id), *requester_streams(consult)],
         "consult.escalated",

@@ -25,17 +25,16 @@ from aiohttp.helpers import parse_mimetype
 from sqlalchemy import select
 
 from imaging.qido import Level, QueryError, parse_query, search
-from server.archive import Accepted, TooLarge, Verdict, link_to_consult
+from server.archive import Accepted, TooLarge, Verdict
 from server.audit import Entry
 from server.consultflow import FINAL_STATES
-from server.consults import load_consult, may_contribute, other_side_streams
+from server.consults import load_consult, may_contribute
 from server.dicomhttp import (
     DICOM_JSON,
     UID_PATHS,
     base_url,
     dicom_json,
 )
-from server.events import event_payload
 from server.keys import ARCHIVE
 from server.models import DICOM, Consult
 from server.policy import Action, study_visible_clause
@@ -48,6 +47,7 @@ from server.problems import (
     UnsupportedMediaType,
 )
 from server.routing import Call, QueryModel, Router
+from server.studies import attach_studies
 
 router = Router()
 
@@ -264,29 +264,8 @@ async def _next_part(reader: MultipartReader) -> BodyPartReader | None:
 
 
 async def _attach(call: Call[Any, Any], consult_id: uuid.UUID, study_uids: list[str]) -> None:
-    consult, _ = await load_consult(call, consult_id)
-    added = []
-    for uid in study_uids:
-        if await link_to_consult(call.session, consult, uid, call.principal.user_id):
-            added.append(uid)
-    if not added:
-        return
-    await call.audit_many(
-        Entry(
-            action="consult.study",
-            object_type="consult",
-            object_id=str(consult.id),
-            patient_id=consult.patient_id,
-            detail={"study": uid},
-        )
-        for uid in added
-    )
-    call.publish(
-        other_side_streams(call.principal, consult),
-        "consult.images",
-        consult_id=consult.id,
-        payload=event_payload(consult, studies=len(added)),
-    )
+    consult, _ = await load_consult(call, consult_id)  # loaded again: the loop committed
+    await attach_studies(call, consult, study_uids)
 
 
 @router.route(

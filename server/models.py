@@ -531,6 +531,33 @@ class ConsultStudy(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class SharedStudy(Base):
+    """A pseudonymised copy of a study, made for the partner hospital a consult was escalated
+    to (outside the consortium). The mapping back to the original is kept here and nowhere
+    else the partner can read."""
+
+    __tablename__ = "shared_studies"
+    __table_args__ = (UniqueConstraint("consult_id", "original_study_uid"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    consult_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("consults.id", ondelete="CASCADE"), index=True
+    )
+    original_study_uid: Mapped[str] = mapped_column(
+        ForeignKey("dicom_studies.study_uid", ondelete="CASCADE")
+    )
+    copy_study_uid: Mapped[str] = mapped_column(
+        ForeignKey("dicom_studies.study_uid", ondelete="CASCADE"), index=True
+    )
+    partner_institution_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("institutions.id"))
+    pseudonym: Mapped[str] = mapped_column(String(64))
+    #: Every UID of the original and its replacement in the copy.
+    uid_map: Mapped[dict[str, Any]]
+    #: Instances left out (burned-in annotations, or that could not be pseudonymised).
+    skipped: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class Upload(Base):
     """A resumable upload of one file: bytes arrive in chunks at increasing offsets."""
 
@@ -619,6 +646,7 @@ __all__ = [
     "ReportState",
     "Role",
     "Sex",
+    "SharedStudy",
     "TurnaroundTarget",
     "Upload",
     "User",

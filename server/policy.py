@@ -245,8 +245,12 @@ def can_register_patient_at(principal: Principal, institution_id: uuid.UUID) -> 
 def study_visible_clause(principal: Principal) -> ColumnElement[bool]:
     """The DICOM studies this caller may see: sent from an institution in their patient scope
     (a station sees what it and its village clinics sent), or attached to a consult they may see.
+    A partner hospital outside the consortium sees only the pseudonymised copies made for it.
     """
     studies = DICOM.studies
+    if principal.institution_kind is InstitutionKind.PARTNER_HOSPITAL:
+        # Outside the consortium: only the pseudonymised copies made for this hospital.
+        return studies.c.owner_id == principal.institution_id
     clauses: list[ColumnElement[bool]] = []
     scope = patient_scope(principal)
     if scope:

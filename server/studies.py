@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import StringConstraints
@@ -28,10 +28,11 @@ from server.consults import load_consult, may_contribute, other_side_streams
 from server.dicomhttp import UID_PATHS, UID_RE
 from server.events import event_payload
 from server.keys import ARCHIVE, BLOBS
-from server.models import DICOM, Attachment, ConsultStudy
+from server.models import DICOM, Attachment, Consult, ConsultStudy, InstitutionKind, SharedStudy
 from server.policy import Action, study_visible_clause
 from server.problems import Conflict, Forbidden, NotFound
 from server.routing import Call, RequestModel, ResponseModel, Router
+from server.sharing import share_study
 from server.wado import visible_instances
 
 router = Router()
@@ -92,14 +93,26 @@ def _kind(sop_class: str, frames: int | None) -> SeriesKind:
 async def consult_studies(call: Call[None, None]) -> StudyList:
     consult, _ = await load_consult(call, call.path["consult_id"])
     s, se, i = DICOM.studies, DICOM.series, DICOM.instances
-    studies = (
-        await call.session.execute(
+    p = call.principal
+    if p.institution_kind is InstitutionKind.PARTNER_HOSPITAL:
+        # The partner reads the pseudonymised copies made for it, never the originals.
+        listed = (
+            select(s)
+            .join(SharedStudy, SharedStudy.copy_study_uid == s.c.study_uid)
+            .where(
+                SharedStudy.consult_id == consult.id,
+                SharedStudy.partner_institution_id == p.institution_id,
+            )
+            .order_by(SharedStudy.created_at, s.c.study_uid)
+        )
+    else:
+        listed = (
             select(s)
             .join(ConsultStudy, ConsultStudy.study_uid == s.c.study_uid)
             .where(ConsultStudy.consult_id == consult.id)
             .order_by(ConsultStudy.created_at, s.c.study_uid)
         )
-    ).all()
+    studies = (await call.session.execute(listed)).all()
     uids = [row.study_uid for row in studies]
     first = (
         select(
@@ -181,22 +194,36 @@ async def attach_study(call: Call[AttachStudy, None]) -> None:
     ).first()
     if visible is None:
         raise NotFound("no such study")
-    if await link_to_consult(call.session, consult, call.body.study_uid, call.principal.user_id):
-        await call.audit(
-            Entry(
-                action="consult.study",
-                object_type="consult",
-                object_id=str(consult.id),
-                patient_id=consult.patient_id,
-                detail={"study": call.body.study_uid},
-            )
+    await attach_studies(call, consult, [call.body.study_uid])
+
+
+async def attach_studies(call: Call[Any, Any], consult: Consult, study_uids: list[str]) -> None:
+    """Attach studies to a consult: linked (the study's patient checked or set), audited, the
+    other side told, and copied pseudonymised for a partner hospital it was escalated to."""
+    archive = call.app[ARCHIVE]
+    added = []
+    for uid in study_uids:
+        if await link_to_consult(call.session, consult, uid, call.principal.user_id):
+            added.append(uid)
+            await share_study(call.session, archive, consult, uid)
+    if not added:
+        return
+    await call.audit_many(
+        Entry(
+            action="consult.study",
+            object_type="consult",
+            object_id=str(consult.id),
+            patient_id=consult.patient_id,
+            detail={"study": uid},
         )
-        call.publish(
-            other_side_streams(call.principal, consult),
-            "consult.images",
-            consult_id=consult.id,
-            payload=event_payload(consult, studies=1),
-        )
+        for uid in added
+    )
+    call.publish(
+        other_side_streams(call.principal, consult),
+        "consult.images",
+        consult_id=consult.id,
+        payload=event_payload(consult, studies=len(added)),
+    )
 
 
 # -- ECG ------------------------------------------------------------------------------------

@@ -19,18 +19,18 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from server.archive import Received, TooLarge, link_to_consult
+from server.archive import Received, TooLarge
 from server.attachments import FileName
 from server.audit import Entry
 from server.consultflow import FINAL_STATES
-from server.consults import load_consult, may_contribute, other_side_streams
+from server.consults import load_consult, may_contribute
 from server.db import guarded_update
-from server.events import event_payload
 from server.keys import ARCHIVE, SETTINGS
 from server.models import Upload, utcnow
 from server.policy import Action
 from server.problems import Conflict, Forbidden, NotFound, PayloadTooLarge, Problem
 from server.routing import Call, QueryModel, RequestModel, ResponseModel, Router
+from server.studies import attach_studies
 
 router = Router()
 
@@ -259,22 +259,7 @@ async def complete_upload(call: Call[None, None]) -> Stored:
     )
     if upload.consult_id is not None:
         consult, _ = await load_consult(call, upload.consult_id)
-        if await link_to_consult(call.session, consult, inst.study_uid, call.principal.user_id):
-            await call.audit(
-                Entry(
-                    action="consult.study",
-                    object_type="consult",
-                    object_id=str(consult.id),
-                    patient_id=consult.patient_id,
-                    detail={"study": inst.study_uid},
-                )
-            )
-            call.publish(
-                other_side_streams(call.principal, consult),
-                "consult.images",
-                consult_id=consult.id,
-                payload=event_payload(consult, studies=1),
-            )
+        await attach_studies(call, consult, [inst.study_uid])
     return Stored(
         study_uid=inst.study_uid,
         series_uid=inst.series_uid,
