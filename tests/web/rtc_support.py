@@ -3,10 +3,13 @@ whose ICE configuration points at it, and the getStats() scripts run in the page
 
 from __future__ import annotations
 
+import asyncio
+import random
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import cast
 
 from tests.conftest import SECRET
 from tests.services import Coturn, HuizhenProcess, _udp_listening, wait_until
@@ -32,19 +35,102 @@ class RestartableCoturn(Coturn):
         wait_until(lambda: _udp_listening(self.port), 10, "coturn")
 
 
+class _Upstream(asyncio.DatagramProtocol):
+    def __init__(self, lossy: LossyUdp, client: tuple[str, int]) -> None:
+        self.lossy, self.client = lossy, client
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.lossy.deliver(data, self.client)
+
+
+class LossyUdp(asyncio.DatagramProtocol):
+    """A UDP forwarder in front of coturn that drops a share of the datagrams both ways, as a
+    poor mobile or rural link does: each client gets its own upstream socket (coturn sees
+    distinct clients); ``loss`` can change while packets flow."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.loss = 0.0
+        self.random = random.Random(4)
+        self.upstreams: dict[tuple[str, int], asyncio.DatagramTransport] = {}
+        self.opening: dict[tuple[str, int], list[bytes]] = {}
+        self.tasks: set[asyncio.Future[None]] = set()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        upstream = self.upstreams.get(addr)
+        if upstream is not None:
+            if not self._dropped():
+                upstream.sendto(data)
+        elif addr in self.opening:
+            self.opening[addr].append(data)
+        else:
+            self.opening[addr] = [data]
+            task = asyncio.ensure_future(self._open(addr))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _open(self, client: tuple[str, int]) -> None:
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _Upstream(self, client), remote_addr=self.target
+        )
+        self.upstreams[client] = transport
+        for data in self.opening.pop(client):
+            transport.sendto(data)
+
+    def deliver(self, data: bytes, client: tuple[str, int]) -> None:
+        if self.transport is not None and not self._dropped():
+            self.transport.sendto(data, client)
+
+    def _dropped(self) -> bool:
+        return self.loss > 0 and self.random.random() < self.loss
+
+    @property
+    def url(self) -> str:
+        assert self.transport is not None
+        port = self.transport.get_extra_info("sockname")[1]
+        return f"turn:127.0.0.1:{port}?transport=udp"
+
+    def close(self) -> None:
+        for upstream in self.upstreams.values():
+            upstream.close()
+        if self.transport is not None:
+            self.transport.close()
+
+
+@asynccontextmanager
+async def lossy_udp(port: int) -> AsyncIterator[LossyUdp]:
+    _, proxy = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: LossyUdp(("127.0.0.1", port)), local_addr=("127.0.0.1", 0)
+    )
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
 @contextmanager
 def relay_server(
-    tmp_path: Path, database_url: str, coturn: Coturn, *, secret: str | None = None
+    tmp_path: Path,
+    database_url: str,
+    coturn: Coturn,
+    *,
+    secret: str | None = None,
+    turn_url: str | None = None,
 ) -> Iterator[HuizhenProcess]:
     """``huizhen serve`` handing out TURN credentials for ``coturn`` (signed with ``secret``,
-    coturn's own by default) with relay-only ICE."""
+    coturn's own by default; reached at ``turn_url``, coturn's own by default) with relay-only
+    ICE."""
     server = HuizhenProcess(
         env={
             "HUIZHEN_DATA_DIR": str(tmp_path / "live"),
             "HUIZHEN_DATABASE_URL": database_url,
             "HUIZHEN_SECRET_KEY": SECRET,
             "HUIZHEN_LOG_LEVEL": "WARNING",
-            "HUIZHEN_TURN_URLS": coturn.url,
+            "HUIZHEN_TURN_URLS": turn_url or coturn.url,
             "HUIZHEN_TURN_SECRET": coturn.secret if secret is None else secret,
             "HUIZHEN_ICE_RELAY_ONLY": "true",
         }
