@@ -51,6 +51,7 @@ from server.audit import ReadWindow
 from server.blobs import LocalBlobStore
 from server.db import current_revision, head_revision, make_engine, make_sessionmaker, migrate
 from server.dicomhttp import add_cors_headers, preflight
+from server.dimse import dimse
 from server.keys import (
     ARCHIVE,
     AUTHENTICATOR,
@@ -284,6 +285,7 @@ def create_app(settings: Settings) -> web.Application:
         ensure_ascii=False,
     ).encode()
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(dimse)
     app.cleanup_ctx.append(watchdog)
     app.cleanup_ctx.append(labresults.mllp_listener)
     app.cleanup_ctx.append(recording.recordings)
