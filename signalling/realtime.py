@@ -35,6 +35,9 @@ REPLAY_PAGE = 200
 #: Rows read per wake-up; a backlog beyond it reaches clients through their next sync.
 PUSH_BATCH = 2000
 MAX_MESSAGE_BYTES = 64 * 1024
+#: Presence changes are sent to every connection in batches at most this often: a sign-in storm
+#: of N users then costs each connection a few messages, not N (which made it O(N²) in all).
+PRESENCE_BATCH_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,9 @@ class Realtime:
         bus.subscribe(CALLS_CHANNEL, self._on_calls)
         bus.subscribe(node_channel(bus.node_id), self._on_node)
         self.presence = Presence(bus, on_change=self._presence_changed)
+        #: presence changes not yet sent: user id → (institution id, online); the last one wins
+        self._presence_pending: dict[str, tuple[str, bool]] = {}
+        self._presence_flush: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """After the bus has started."""
@@ -139,6 +145,8 @@ class Realtime:
         await self.presence.start()
 
     async def close(self) -> None:
+        if self._presence_flush is not None:
+            self._presence_flush.cancel()
         await self.presence.close()
 
     def attach(self, app: web.Application) -> None:
@@ -178,10 +186,21 @@ class Realtime:
             await self.presence.disconnected(identity.user_id, sid)
 
     async def _presence_changed(self, user_id: str, institution_id: str, online: bool) -> None:
-        """Tell every connection on this node (presence is directory-level, not patient data)."""
-        await self.sio.emit(
-            "presence", {"user_id": user_id, "institution_id": institution_id, "online": online}
-        )
+        """Tell every connection on this node (presence is directory-level, not patient data),
+        in one batch per :data:`PRESENCE_BATCH_SECONDS`."""
+        self._presence_pending[user_id] = (institution_id, online)
+        if self._presence_flush is None or self._presence_flush.done():
+            self._presence_flush = asyncio.create_task(self._send_presence())
+
+    async def _send_presence(self) -> None:
+        await asyncio.sleep(PRESENCE_BATCH_SECONDS)
+        pending, self._presence_pending = self._presence_pending, {}
+        if pending and self.users:
+            changes = [
+                {"user_id": user, "institution_id": institution, "online": online}
+                for user, (institution, online) in pending.items()
+            ]
+            await self.sio.emit("presence", {"changes": changes})
 
     async def _identity(self, sid: str) -> Identity:
         session = await self.sio.get_session(sid)

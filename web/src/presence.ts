@@ -13,8 +13,13 @@ interface OnlineUser {
   institution_id: string
 }
 
-interface PresenceMessage extends OnlineUser {
+interface PresenceChange extends OnlineUser {
   online: boolean
+}
+
+/** The server batches changes: one message carries every change of the last half second. */
+interface PresenceMessage {
+  changes: PresenceChange[]
 }
 
 /** Online user id → their institution id. */
@@ -44,16 +49,23 @@ async function reload(): Promise<void> {
   }
 }
 
-function isMessage(value: unknown): value is PresenceMessage {
+function isChange(value: unknown): value is PresenceChange {
   if (typeof value !== 'object' || value === null) return false
   const v = value as Record<string, unknown>
   return typeof v.user_id === 'string' && typeof v.institution_id === 'string' && typeof v.online === 'boolean'
 }
 
+function isMessage(value: unknown): value is PresenceMessage {
+  return typeof value === 'object' && value !== null && Array.isArray((value as PresenceMessage).changes)
+}
+
 function onPresence(value: unknown): void {
   if (!isMessage(value)) return
-  if (value.online) online.set(value.user_id, value.institution_id)
-  else online.delete(value.user_id)
+  for (const change of value.changes) {
+    if (!isChange(change)) continue
+    if (change.online) online.set(change.user_id, change.institution_id)
+    else online.delete(change.user_id)
+  }
 }
 
 function onConnect(): void {
