@@ -41,6 +41,7 @@ import dataclasses
 import logging
 import os
 import secrets
+import shutil
 import threading
 import uuid
 import weakref
@@ -215,6 +216,9 @@ async def dimse(app: web.Application) -> AsyncIterator[None]:
         return
     peers = await resolve_peers(app[SESSIONS], settings.dicom_peers)
     # pynetdicom logs identifiers (patient names, IDs) and whole DIMSE messages by default.
+    # Received data sets go to a file as they arrive (pynetdicom writes Part 10 with file meta),
+    # so a large instance (a whole slide) never sits in memory whole.
+    _config.STORE_RECV_CHUNKED_DATASET = True
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
@@ -310,12 +314,11 @@ class Listener:
         actor = self._actor(event, peer)
         tmp = self.archive.store.temp_path()
         try:
-            data: bytes = event.encoded_dataset()
-            if len(data) > self.max_instance_bytes:
+            received: Path = event.dataset_path
+            if received.stat().st_size > self.max_instance_bytes:
                 log.warning("C-STORE from %s refused: over the size limit", peer.ae_title)
                 return _status(OUT_OF_RESOURCES, "too-large")
-            _write_synced(tmp, data)
-            del data
+            _copy_synced(received, tmp)
             status, code = self._on_loop(self._accept(tmp, peer, actor, event.assoc))
         except OSError:
             log.exception("C-STORE from %s: the instance could not be written", peer.ae_title)
@@ -446,11 +449,13 @@ class Listener:
             request_id_var.reset(token)
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with path.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+def _copy_synced(source: Path, target: Path) -> None:
+    """Copy the received file into the archive's own file system (pynetdicom removes its copy
+    after the handler returns), in bounded memory, and sync it."""
+    with source.open("rb") as src, target.open("wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _status(status: int, comment: str = "") -> Dataset | int:

@@ -64,6 +64,7 @@ PARAMETER_LOGGERS = (
     "asyncpg",
     "alembic",
     "pydicom",  # logs invalid element values, which may be patient data
+    "pynetdicom",  # dumps identifiers and data sets at DEBUG
 )
 
 
