@@ -6,8 +6,11 @@ them in a worker thread, the file moves to its content address, and the index ro
 the caller's transaction. An instance refused at any step leaves no file and no row behind.
 
 Linking: a study is tied to a patient when its Patient ID is the national ID of a patient known
-at the sending institution, or when it is attached to a consult (whose patient it then is). A
-study already tied to one patient cannot be attached to another patient's consult.
+at the sending institution, or when it is attached to a consult (whose patient it then is). The
+first such attachment also teaches the server what that institution's modalities call the
+patient (``dicom_patient_ids``): later studies from there with the same Patient ID are tied to
+the same patient on arrival. A study already tied to one patient cannot be attached to another
+patient's consult.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imaging.index import AddOutcome, DicomIndex
 from imaging.ingest import IngestError, Instance, ingest
 from imaging.store import InstanceStore
-from server.models import DICOM, Consult, ConsultStudy, Patient, PatientLink
+from server.models import DICOM, Consult, ConsultStudy, DicomPatientId, Patient, PatientLink
 from server.problems import Conflict
 
 # STOW-RS / DIMSE failure reasons (PS3.18 Table I.2-1; PS3.4 Annex B).
@@ -194,17 +197,25 @@ def _sync_close(fh: BinaryIO) -> None:
 async def _patient_for(
     session: AsyncSession, instance: Instance, owner_id: uuid.UUID
 ) -> uuid.UUID | None:
-    """The patient whose national ID is the instance's Patient ID, if known at the sender."""
-    candidate = instance.patient_id.strip().upper()
-    if len(candidate) != 18:
+    """The patient whose national ID is the instance's Patient ID, if known at the sender; else
+    the one the sender's modalities call by this Patient ID (learnt from an earlier study)."""
+    dicom_id = instance.patient_id.strip()
+    if not dicom_id:
         return None
-    return (
-        await session.execute(
-            select(Patient.id)
-            .join(PatientLink, PatientLink.patient_id == Patient.id)
-            .where(Patient.national_id == candidate, PatientLink.institution_id == owner_id)
-        )
-    ).scalar_one_or_none()
+    if len(dicom_id) == 18:
+        found = (
+            await session.execute(
+                select(Patient.id)
+                .join(PatientLink, PatientLink.patient_id == Patient.id)
+                .where(
+                    Patient.national_id == dicom_id.upper(), PatientLink.institution_id == owner_id
+                )
+            )
+        ).scalar_one_or_none()
+        if found is not None:
+            return found
+    mapped = await session.get(DicomPatientId, (owner_id, dicom_id[:64]))
+    return mapped.patient_id if mapped is not None else None
 
 
 async def link_to_consult(
@@ -216,7 +227,11 @@ async def link_to_consult(
     """
     studies = DICOM.studies
     ref = (
-        await session.execute(select(studies.c.patient_ref).where(studies.c.study_uid == study_uid))
+        await session.execute(
+            select(studies.c.patient_ref, studies.c.owner_id, studies.c.patient_id).where(
+                studies.c.study_uid == study_uid
+            )
+        )
     ).first()
     if ref is None:
         raise Conflict("no such study", code="no-such-study")
@@ -234,6 +249,18 @@ async def link_to_consult(
             .where(studies.c.study_uid == study_uid)
             .values(patient_ref=consult.patient_id)
         )
+        await _learn_patient_id(session, ref.owner_id, ref.patient_id, consult.patient_id)
     session.add(ConsultStudy(consult_id=consult.id, study_uid=study_uid, linked_by_user_id=user_id))
     await session.flush()
     return True
+
+
+async def _learn_patient_id(
+    session: AsyncSession, owner_id: uuid.UUID, dicom_id: str, patient_id: uuid.UUID
+) -> None:
+    """Remember what the sender's modalities call this patient (first attachment wins)."""
+    if not dicom_id or await session.get(DicomPatientId, (owner_id, dicom_id)) is not None:
+        return
+    session.add(
+        DicomPatientId(institution_id=owner_id, dicom_patient_id=dicom_id, patient_id=patient_id)
+    )

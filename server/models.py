@@ -531,6 +531,23 @@ class ConsultStudy(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class DicomPatientId(Base):
+    """What an institution's modalities call a patient (their DICOM Patient ID), learnt when a
+    study from there is first attached to that patient's consult; later studies with the same
+    ID from the same institution are the same patient's."""
+
+    __tablename__ = "dicom_patient_ids"
+
+    institution_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("institutions.id"), primary_key=True
+    )
+    dicom_patient_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    patient_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("patients.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class SharedStudy(Base):
     """A pseudonymised copy of a study, made for the partner hospital a consult was escalated
     to (outside the consortium). The mapping back to the original is kept here and nowhere
@@ -619,6 +636,7 @@ class RecordingConsent(Base):
 
 __all__ = [
     "DICOM",
+    "DicomPatientId",
     "Attachment",
     "AuditEvent",
     "AuthSession",

@@ -451,3 +451,46 @@ async def test_upload_of_a_file_that_is_not_dicom(api: Api) -> None:
         "/api/v1/uploads", "chengguan", json={"size": 10**12, "filename": "huge.dcm"}
     )
     assert status == 413
+
+
+async def test_a_modalitys_patient_id_is_learnt_from_the_first_attachment(api: Api) -> None:
+    first = await _open(api)
+    await api.post(f"/api/v1/consults/{first['id']}/submit", "chengguan")
+    ct = with_new_uids(CT, PatientID="CG-CT-0001")
+    status, _ = await stow(api, "chengguan", multipart(ct), params={"consult": first["id"]})
+    assert status == 200
+    # A later study with the same Patient ID from the same station is the same patient's:
+    later = with_new_uids(CT, PatientID="CG-CT-0001")
+    later_uid = pydicom.dcmread(io.BytesIO(later)).StudyInstanceUID
+    assert (await stow(api, "chengguan", multipart(later)))[0] == 200
+    status, patients = await api.get("/api/v1/patients?name=赵志强", "chengguan")
+    other_patient = patients["items"][0]["id"]
+    status, other = await api.post(
+        "/api/v1/consults",
+        "chengguan",
+        json={"patient_id": other_patient, "centre": "imaging", "question": "复查"},
+    )
+    assert status == 201
+    status, problem = await api.post(
+        f"/api/v1/consults/{other['id']}/studies", "chengguan", json={"study_uid": later_uid}
+    )
+    assert status == 409 and problem["code"] == "patient-mismatch"
+    second = await _open(api)  # the first consult's patient again
+    status, _ = await api.post(
+        f"/api/v1/consults/{second['id']}/studies", "chengguan", json={"study_uid": later_uid}
+    )
+    assert status == 204
+    # Another station's modality may use the same ID for someone else: not linked.
+    elsewhere = with_new_uids(CT, PatientID="CG-CT-0001")
+    elsewhere_uid = pydicom.dcmread(io.BytesIO(elsewhere)).StudyInstanceUID
+    assert (await stow(api, "baji", multipart(elsewhere)))[0] == 200
+    status, patients = await api.get("/api/v1/patients?name=李建国", "baji")
+    status, baji_consult = await api.post(
+        "/api/v1/consults",
+        "baji",
+        json={"patient_id": patients["items"][0]["id"], "centre": "imaging", "question": "x"},
+    )
+    status, _ = await api.post(
+        f"/api/v1/consults/{baji_consult['id']}/studies", "baji", json={"study_uid": elsewhere_uid}
+    )
+    assert status == 204
