@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -160,38 +161,47 @@ async def _retrieve(call: Call[None, None]) -> web.Response:
     return multipart_response(parts, "application/dicom")
 
 
-def _route(path: str, name: str, summary: str, handler: Any, **options: Any) -> None:
-    handler.__name__ = name
-    router.route(
-        "GET",
-        path,
-        action=Action.IMAGING_READ,
-        summary=summary,
-        tags=_TAGS,
-        path_types=UID_PATHS,
-        **options,
-    )(handler)
+_LEVELS = (
+    ("study", "a study's", "/dicomweb/studies/{study}"),
+    ("series", "a series'", "/dicomweb/studies/{study}/series/{series}"),
+    ("instance", "an instance's", "/dicomweb/studies/{study}/series/{series}/instances/{instance}"),
+)
 
 
-_MULTI = 'multipart/related; type="application/dicom"'
-for _path_, _name, _summary in (
-    ("/dicomweb/studies/{study}", "retrieve_study", "WADO-RS: a study's instances"),
-    (
-        "/dicomweb/studies/{study}/series/{series}",
-        "retrieve_series",
-        "WADO-RS: a series' instances",
-    ),
-    (
-        "/dicomweb/studies/{study}/series/{series}/instances/{instance}",
-        "retrieve_instance",
-        "WADO-RS: one instance",
-    ),
-):
+def _at_every_level(
+    suffix: str,
+    name: str,
+    summary: str,
+    serve: Callable[[Call[None, None]], Awaitable[web.Response]],
+    **options: Any,
+) -> None:
+    """Declare one GET resource at study, series and instance level (``{level}`` and
+    ``{whose}`` in ``name`` and ``summary`` say which)."""
+    for level, whose, base in _LEVELS:
 
-    async def _retrieve_handler(call: Call[None, None]) -> web.Response:
-        return await _retrieve(call)
+        async def handler(call: Call[None, None]) -> web.Response:
+            return await serve(call)
 
-    _route(_path_, _name, _summary, _retrieve_handler, produces=_MULTI, errors=[406])
+        handler.__name__ = name.format(level=level)
+        router.route(
+            "GET",
+            base + suffix,
+            action=Action.IMAGING_READ,
+            summary=summary.format(whose=whose),
+            tags=_TAGS,
+            path_types=UID_PATHS,
+            **options,
+        )(handler)
+
+
+_at_every_level(
+    "",
+    "retrieve_{level}",
+    "WADO-RS: {whose} instances, as stored",
+    _retrieve,
+    produces='multipart/related; type="application/dicom"',
+    errors=[406],
+)
 
 
 # -- metadata ---------------------------------------------------------------------------
@@ -229,24 +239,9 @@ async def _metadata(call: Call[None, None]) -> web.Response:
     return dicom_json(out)
 
 
-for _path_, _name, _summary in (
-    ("/dicomweb/studies/{study}/metadata", "study_metadata", "WADO-RS: a study's metadata"),
-    (
-        "/dicomweb/studies/{study}/series/{series}/metadata",
-        "series_metadata",
-        "WADO-RS: a series' metadata",
-    ),
-    (
-        "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata",
-        "instance_metadata",
-        "WADO-RS: an instance's metadata",
-    ),
-):
-
-    async def _metadata_handler(call: Call[None, None]) -> web.Response:
-        return await _metadata(call)
-
-    _route(_path_, _name, _summary, _metadata_handler, produces=DICOM_JSON)
+_at_every_level(
+    "/metadata", "{level}_metadata", "WADO-RS: {whose} metadata", _metadata, produces=DICOM_JSON
+)
 
 
 # -- frames -----------------------------------------------------------------------------
@@ -473,24 +468,14 @@ async def _thumbnail(call: Call[None, None]) -> web.Response:
     return web.Response(body=data, content_type="image/jpeg")
 
 
-for _path_, _name, _summary in (
-    ("/dicomweb/studies/{study}/thumbnail", "study_thumbnail", "WADO-RS: a study's thumbnail"),
-    (
-        "/dicomweb/studies/{study}/series/{series}/thumbnail",
-        "series_thumbnail",
-        "WADO-RS: a series' thumbnail (its middle image)",
-    ),
-    (
-        "/dicomweb/studies/{study}/series/{series}/instances/{instance}/thumbnail",
-        "instance_thumbnail",
-        "WADO-RS: an instance's thumbnail",
-    ),
-):
-
-    async def _thumbnail_handler(call: Call[None, None]) -> web.Response:
-        return await _thumbnail(call)
-
-    _route(_path_, _name, _summary, _thumbnail_handler, produces="image/jpeg", errors=[406])
+_at_every_level(
+    "/thumbnail",
+    "{level}_thumbnail",
+    "WADO-RS: {whose} thumbnail (the middle image)",
+    _thumbnail,
+    produces="image/jpeg",
+    errors=[406],
+)
 
 
 # -- WADO-URI ---------------------------------------------------------------------------

@@ -293,6 +293,8 @@ const en: Messages = {
       amend: 'Amended report signed',
       acknowledge: 'Acknowledged',
       overdue: 'Passed the turnaround target',
+      critical: { acknowledge: 'Critical value acknowledged' },
+      lab: { results: 'Lab results received', critical: 'Critical lab value reported' },
     },
     fields: {
       patient: 'Patient',

@@ -294,6 +294,8 @@ const zhCN = {
       amend: '签发修订报告',
       acknowledge: '确认收到',
       overdue: '超过应答时限',
+      critical: { acknowledge: '确认已接收危急值' },
+      lab: { results: '检验结果回传', critical: '检验危急值上报' },
     },
     fields: {
       patient: '患者',

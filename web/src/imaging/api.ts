@@ -2,8 +2,8 @@
 // DICOMweb is same-origin: the session cookie authenticates every GET, <img> ones included.
 
 import { ApiError, NetworkError, api } from '../api'
-import type { Problem } from '../types'
-import type { DicomJson, EcgData, EcgRef, SeriesRef, StudyBrief } from './types'
+import type { Attachment, Items, Problem } from '../types'
+import { isAecg, type DicomJson, type EcgData, type EcgSource, type SeriesRef, type StudyBrief } from './types'
 
 export const DICOMWEB = '/dicomweb'
 
@@ -72,8 +72,16 @@ export function seriesInstances(s: SeriesRef, signal?: AbortSignal): Promise<Dic
   return dicomJson(`${seriesPath(s)}/instances?includefield=00200013&includefield=00280008&includefield=00281050&includefield=00281051`, signal)
 }
 
-export function getEcg(ref: EcgRef, signal?: AbortSignal): Promise<EcgData> {
+/** A DICOM ECG instance, or an attached HL7 aECG: the server answers both alike. */
+export function getEcg(ref: EcgSource, signal?: AbortSignal): Promise<EcgData> {
+  if (isAecg(ref)) return api.get<EcgData>(`/api/v1/attachments/${enc(ref.attachment_id)}/ecg`, undefined, signal)
   return api.get<EcgData>(`/api/v1/ecg/${enc(ref.study_uid)}/${enc(ref.series_uid)}/${enc(ref.instance_uid)}`, undefined, signal)
+}
+
+/** The consult's attached HL7 aECG files (attachments of kind `aecg`), oldest first. */
+export async function consultAecgs(consultId: string, signal?: AbortSignal): Promise<Attachment[]> {
+  const page = await api.get<Items<Attachment>>(`/api/v1/consults/${enc(consultId)}/attachments`, undefined, signal)
+  return page.items.filter((a) => a.kind === 'aecg')
 }
 
 // -- reading DICOM JSON ------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 // of a consult the report form is filled from.
 
 import { ref } from 'vue'
-import { consultStudies, getEcg } from './api'
-import type { EcgData, EcgMachineValue, EcgRef } from './types'
+import { consultAecgs, consultStudies, getEcg } from './api'
+import type { EcgData, EcgMachineValue, EcgSource } from './types'
 
 export const MM_PER_S = 25
 export const MM_PER_MV = 10
@@ -166,7 +166,7 @@ export function machineStatements(data: EcgData): string[] {
 // -- which ECG -----------------------------------------------------------------------------------
 
 /** The ECG open in the reading room, per consult: the report form fills from this one. */
-export const openEcg = ref<{ consultId: string; ref: EcgRef; data: EcgData } | null>(null)
+export const openEcg = ref<{ consultId: string; ref: EcgSource; data: EcgData } | null>(null)
 
 /** The ECG to fill a consult's report from: the one on screen, else the consult's first. */
 export async function ecgForConsult(consultId: string): Promise<EcgData | null> {
@@ -179,5 +179,6 @@ export async function ecgForConsult(consultId: string): Promise<EcgData | null> 
       }
     }
   }
-  return null
+  const [aecg] = await consultAecgs(consultId)
+  return aecg ? getEcg({ attachment_id: aecg.id }) : null
 }

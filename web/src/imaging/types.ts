@@ -70,6 +70,22 @@ export interface EcgRef {
   instance_uid: string
 }
 
+/** An HL7 aECG file attached to the consult (kind `aecg`), read like a DICOM ECG. */
+export interface AecgRef {
+  attachment_id: string
+}
+
+export type EcgSource = EcgRef | AecgRef
+
+export function isAecg(source: EcgSource): source is AecgRef {
+  return 'attachment_id' in source
+}
+
+/** One key per ECG, whichever kind. */
+export function ecgKey(source: EcgSource): string {
+  return isAecg(source) ? `aecg:${source.attachment_id}` : `${source.study_uid}/${source.series_uid}/${source.instance_uid}`
+}
+
 export interface UploadState {
   id: string
   offset: number

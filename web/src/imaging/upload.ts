@@ -4,6 +4,7 @@
 // there. Only the bytes it lacks are sent again.
 
 import { ApiError, NetworkError, api, uploadFile } from '../api'
+import type { Attachment } from '../types'
 import type { UploadResult, UploadState } from './types'
 
 export const CHUNK_SIZE = 4 * 1024 * 1024
@@ -158,6 +159,50 @@ const CODES: Record<string, string> = {
   'bad-uid': 'badUid',
   'inconsistent-meta': 'inconsistentMeta',
   empty: 'empty',
+}
+
+/** An HL7 aECG file goes to the consult's attachments (kind aecg), not the DICOM archive. */
+export function looksLikeAecg(file: File): boolean {
+  return /\.xml$/i.test(file.name) || /[/+]xml$/i.test(file.type)
+}
+
+/** Send an aECG file as an attachment of kind `aecg` (the server reads it before keeping it). */
+export function uploadAecg(file: File, consultId: string, onProgress: (sent: number) => void, signal?: AbortSignal): Promise<Attachment> {
+  return uploadFile<Attachment>(`/api/v1/consults/${encodeURIComponent(consultId)}/attachments`, file, {
+    query: { filename: file.name, kind: 'aecg' },
+    onProgress: (p) => onProgress(p.loaded),
+    signal,
+  })
+}
+
+const AECG_CODES = new Set([
+  'too-large',
+  'not-xml',
+  'forbidden-xml',
+  'not-aecg',
+  'no-series',
+  'no-leads',
+  'bad-timing',
+  'bad-scale',
+  'bad-digits',
+  'length-mismatch',
+  'duplicate-lead',
+])
+
+function camel(code: string): string {
+  return code.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
+}
+
+/** The full i18n key for a refused aECG upload (`aecg-<reason>` from the server), and the detail for "other". */
+export function aecgErrorKey(error: unknown, zh: boolean): { key: string; detail: string } {
+  if (error instanceof ApiError && (error.problem?.code ?? '').startsWith('aecg-')) {
+    const code = (error.problem?.code ?? '').slice('aecg-'.length)
+    if (AECG_CODES.has(code)) return { key: `imaging.aecg.errors.${camel(code)}`, detail: '' }
+    const p = error.problem
+    return { key: 'imaging.aecg.errors.other', detail: (zh && p?.title_zh) || p?.detail || p?.title || code }
+  }
+  const { key, detail } = uploadErrorKey(error, zh)
+  return { key: `imaging.upload.errors.${key}`, detail }
 }
 
 /** The i18n key (under imaging.upload.errors) for a failed upload, and the detail for "other". */
