@@ -45,7 +45,8 @@ export function tileUrl(s: SeriesRef, level: number, column: number, row: number
 
 export async function getPyramid(s: SeriesRef, signal?: AbortSignal): Promise<Pyramid> {
   const pyramid = await api.get<Pyramid>(slidePath(s), undefined, signal)
-  pyramid.levels.sort((a, b) => a.width === b.width ? a.index - b.index : b.width - a.width)
+  // Finest first, whatever order the server gave.
+  pyramid.levels.sort((a, b) => (a.width === b.width ? a.index - b.index : b.width - a.width))
   return pyramid
 }
 
