@@ -37,16 +37,30 @@ export function institutionOnline(institutionId: string | null | undefined): boo
   return !!institutionId && onlineInstitutions.value.has(institutionId)
 }
 
+/** Changes heard while a snapshot is on its way: newer than it, so applied again over it (else
+ * a snapshot taken before someone left, answered after the live message, brings them back). */
+const heardDuringReload = new Set<PresenceChange[]>()
+
 async function reload(): Promise<void> {
   const mine = generation
+  const heard: PresenceChange[] = []
+  heardDuringReload.add(heard)
   try {
     const body = await api.get<{ items: OnlineUser[] }>('/api/v1/presence')
     if (mine !== generation) return
     online.clear()
     for (const u of body.items) online.set(u.user_id, u.institution_id)
+    for (const change of heard) apply(change)
   } catch (error) {
     console.warn('presence failed', error)
+  } finally {
+    heardDuringReload.delete(heard)
   }
+}
+
+function apply(change: PresenceChange): void {
+  if (change.online) online.set(change.user_id, change.institution_id)
+  else online.delete(change.user_id)
 }
 
 function isChange(value: unknown): value is PresenceChange {
@@ -63,8 +77,8 @@ function onPresence(value: unknown): void {
   if (!isMessage(value)) return
   for (const change of value.changes) {
     if (!isChange(change)) continue
-    if (change.online) online.set(change.user_id, change.institution_id)
-    else online.delete(change.user_id)
+    apply(change)
+    for (const heard of heardDuringReload) heard.push(change)
   }
 }
 
