@@ -140,6 +140,9 @@ class ConsultQuery(QueryModel):
     state: ConsultState | None = None
     centre: Centre | None = None
     patient_id: uuid.UUID | None = None
+    #: Only consults with a critical value the station has not acknowledged yet (true), or none
+    #: (false): a lab's critical value arrives before the report is signed.
+    critical_pending: bool | None = None
     limit: Annotated[int, Field(ge=1, le=200)] = 50
     offset: Annotated[int, Field(ge=0, le=1_000_000)] = 0
 
@@ -428,6 +431,9 @@ async def list_consults(call: Call[None, ConsultQuery]) -> ConsultList:
         stmt = stmt.where(Consult.centre == q.centre)
     if q.patient_id is not None:
         stmt = stmt.where(Consult.patient_id == q.patient_id)
+    if q.critical_pending is not None:
+        pending = Consult.critical_since.is_not(None)
+        stmt = stmt.where(pending if q.critical_pending else ~pending)
     total = await call.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = (
         await call.session.execute(

@@ -83,6 +83,11 @@ async def test_hl7_results_are_filed_and_a_critical_value_is_raised_at_once(api:
     values = [r for r in report["content"]["results"] if r["code"] == "2823-3"]
     assert [v["value"] for v in values] == ["6.9"]
 
+    # The station's inbox finds it though no report is signed yet.
+    status, waiting = await api.get("/api/v1/consults?critical_pending=true", "chengguan")
+    assert [c["id"] for c in waiting["items"]] == [consult_id]
+    assert waiting["items"][0]["state"] == "submitted"
+
     # The station acknowledges the critical value; the lab specialist signs the report.
     status, body = await api.post(
         f"/api/v1/consults/{consult_id}/critical/acknowledge", "chengguan", json={"note": "已处理"}
@@ -92,6 +97,8 @@ async def test_hl7_results_are_filed_and_a_critical_value_is_raised_at_once(api:
         f"/api/v1/consults/{consult_id}/critical/acknowledge", "chengguan", json={}
     )
     assert status == 409
+    status, waiting = await api.get("/api/v1/consults?critical_pending=true", "chengguan")
+    assert waiting["items"] == []
     status, feed = await api.get("/api/v1/events", "lab")
     assert "critical.acknowledged" in [e["type"] for e in feed["items"]]
     assert (await api.post(f"/api/v1/consults/{consult_id}/claim", "lab", json={}))[0] == 200

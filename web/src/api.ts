@@ -47,7 +47,7 @@ function csrfToken(): string | null {
   return csrfFromLogin
 }
 
-export type Query = Record<string, string | number | null | undefined>
+export type Query = Record<string, string | number | boolean | null | undefined>
 
 export interface RequestOptions {
   query?: Query

@@ -64,6 +64,7 @@ export function listConsults(query: {
   state?: ConsultState | ''
   centre?: CentreCode | ''
   patient_id?: string
+  critical_pending?: boolean
   limit?: number
   offset?: number
 }): Promise<ConsultList> {

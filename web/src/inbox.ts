@@ -25,9 +25,17 @@ function byUrgency(a: InboxItem, b: InboxItem): number {
 }
 
 async function load(): Promise<void> {
-  const list = await listConsults({ state: 'reported', limit: 200 })
-  // critical_pending: the latest signed report holds a critical value not yet acknowledged.
-  inboxItems.value = list.items.map((consult) => ({ consult, critical: consult.critical_pending })).sort(byUrgency)
+  // Signed results waiting here, and critical values not yet acknowledged in any state: a lab's
+  // critical value (危急值) arrives before its report is signed.
+  const [reported, critical] = await Promise.all([
+    listConsults({ state: 'reported', limit: 200 }),
+    listConsults({ critical_pending: true, limit: 200 }),
+  ])
+  const byId = new Map<string, ConsultOut>()
+  for (const consult of [...reported.items, ...critical.items]) byId.set(consult.id, consult)
+  inboxItems.value = [...byId.values()]
+    .map((consult) => ({ consult, critical: consult.critical_pending }))
+    .sort(byUrgency)
   inboxLoaded.value = true
 }
 
