@@ -15,8 +15,10 @@ export function realtimeSocket(): Socket {
     autoConnect: false,
     withCredentials: true,
     transports: ['websocket', 'polling'],
+    // Back within seconds after a dropped link (a video call waits on it to re-join); the
+    // default ±50% jitter spreads a whole county's reconnects after a server restart.
     reconnectionDelay: 1000,
-    reconnectionDelayMax: 15000,
+    reconnectionDelayMax: 5000,
   })
   return socket
 }
