@@ -194,3 +194,25 @@ ICE_STATE = """async (states) => {
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
 }"""
+
+# Mesh calls: resolves once every pair's inbound video (window.__huizhenPairs, by user id) has
+# decoded more than `wanted` frames, and there are `pairs` of them; returns {user id: frames}.
+# Rejects after 60 s.
+MESH_FRAMES = """async ([wanted, pairs]) => {
+  const deadline = Date.now() + 60000
+  for (;;) {
+    const all = window.__huizhenPairs ?? {}
+    const decoded = {}
+    for (const [user, pc] of Object.entries(all)) {
+      let n = 0
+      ;(await pc.getStats()).forEach((r) => {
+        if (r.type === 'inbound-rtp' && r.kind === 'video') n = Math.max(n, r.framesDecoded ?? 0)
+      })
+      decoded[user] = n
+    }
+    const counts = Object.values(decoded)
+    if (counts.length === pairs && counts.every((n) => n > wanted)) return decoded
+    if (Date.now() > deadline) throw new Error(`frames per pair: ${JSON.stringify(decoded)}`)
+    await new Promise((resolve) => setTimeout(resolve, 200))
+  }
+}"""

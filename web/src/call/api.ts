@@ -38,6 +38,9 @@ export const acceptCall = (callId: string): Promise<CallOut> => api.post<CallOut
 export const declineCall = (callId: string): Promise<CallOut> => api.post<CallOut>(`/api/v1/calls/${callId}/decline`, {})
 export const reportConnected = (callId: string): Promise<CallOut> =>
   api.post<CallOut>(`/api/v1/calls/${callId}/connected`, {})
+/** Invite another expert into a call under way (at most four participants: 409 when full). */
+export const inviteToCall = (callId: string, userId: string): Promise<CallOut> =>
+  api.post<CallOut>(`/api/v1/calls/${callId}/invite`, { user_id: userId })
 export const hangupCall = (callId: string): Promise<CallOut> => api.post<CallOut>(`/api/v1/calls/${callId}/hangup`, {})
 
 interface RtcConfigOut {

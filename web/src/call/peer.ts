@@ -1,30 +1,36 @@
-// One side of a video call: the camera and microphone, an RTCPeerConnection with the other
-// participant, and the signalling over the realtime channel (docs/events.md, "Video
-// signalling"). The caller sends the first offer once the invitee has answered; ICE candidates
-// trickle both ways (`null` ends them; aiortc sends none, its candidates are in its SDP).
+// A video call: the camera and microphone, and one RTCPeerConnection per other participant (a
+// browser mesh of up to four), signalled over the realtime channel (docs/events.md, "Video
+// signalling"). `CallSession` owns what the pairs share (the camera, the socket, `call.join`)
+// and routes each signal by its sender to that sender's `CallPeer`; ICE candidates trickle both
+// ways (`null` ends them; aiortc sends none, its candidates are in its SDP).
 //
-// Surviving bad networks:
+// Who offers to whom: when an invitee answers (`call.accepted`), each member already in the call
+// who is its senior (the caller; otherwise the one invited earlier) makes a `CallPeer` for it and
+// offers; the newcomer makes its `CallPeer` when that offer arrives. Two-party calls are the same
+// rule: the caller offers once the invitee has answered.
+//
+// Surviving bad networks, per pair:
 // - ICE restart. When ICE goes `disconnected` (after a grace period) or `failed`, a side sends an
 //   offer with `iceRestart` (after fetching fresh TURN credentials), and again with backoff until
-//   the call is back. Glare is settled by the "perfect negotiation" rule: the caller is impolite
-//   (leads: restarts after 2 s and ignores a colliding offer), the callee polite (restarts only
-//   after 8 s, and yields to a colliding offer by rolling its own back).
-// - The realtime channel coming back: the page re-joins the call's room, and a side whose ICE is
-//   not connected restarts it at once (also when it hears the other side re-join).
+//   the pair is back. Glare is settled by the "perfect negotiation" rule: the offering senior is
+//   impolite (leads: restarts after 2 s and ignores a colliding offer), the other polite
+//   (restarts only after 8 s, and yields to a colliding offer by rolling its own back).
+// - The realtime channel coming back: the page re-joins the call's room, and each pair whose ICE
+//   is not connected restarts it at once (also when it hears its other side re-join).
 // - Media modes (mode.ts): full, low (≤180 lines at 15 fps, 150 kbit/s) and audio only, applied
-//   to our senders and told to the other side over a negotiated data channel, which applies the
-//   same; chosen by the user or by the quality monitor (quality.ts).
-// - Side connections: an offer from a third member (the server's recording participant) gets
-//   its own RTCPeerConnection that sends our camera and microphone.
+//   to a pair's senders and told to its other side over a negotiated data channel, which applies
+//   the same; chosen by the user (for every pair) or by the quality monitor (for its pair).
+// - Side connections: a receive-only offer from a member (the server's recording participant)
+//   gets its own RTCPeerConnection that sends our camera and microphone, and no tile.
 
 import type { Socket } from 'socket.io-client'
 import { connectRealtime } from '../realtime'
-import { hangupCall, reportConnected, rtcConfiguration } from './api'
+import { hangupCall, reportConnected, rtcConfiguration, type CallOut } from './api'
 import { applyMode, type MediaMode, type ModeMessage, isModeMessage } from './mode'
 
 export type PeerStatus = 'starting' | 'waiting' | 'connecting' | 'connected' | 'reconnecting' | 'ended' | 'failed'
 
-interface Signal {
+export interface Signal {
   call_id: string
   kind: 'offer' | 'answer' | 'ice' | 'hangup' | 'joined'
   from?: string
@@ -38,8 +44,18 @@ export interface PeerEvents {
   remoteStream: (stream: MediaStream) => void
   /** The other side hung up (a `hangup` signal). */
   remoteHangup: () => void
-  /** The call's media mode changed, here (`remote` false) or on the other side. */
+  /** The pair's media mode changed, here (`remote` false) or on the other side. */
   mode?: (mode: MediaMode, remote: boolean, auto: boolean) => void
+}
+
+export interface SessionEvents {
+  /** The session's own status before any pair exists (starting, waiting) and at the end. */
+  status: (status: PeerStatus) => void
+  /** A pair was made (its events are the ones `pairEvents` gave). */
+  pair: (peer: CallPeer) => void
+  /** A pair is gone (its member hung up). `last`: no pair remains. */
+  pairGone: (peer: CallPeer, last: boolean) => void
+  pairEvents: (remoteId: string) => PeerEvents
 }
 
 /** A negotiated data channel both sides open with the same id: no extra signalling. */
@@ -62,47 +78,59 @@ async function emitChecked(socket: Socket, message: string, body: unknown): Prom
   }
 }
 
-export class CallPeer {
+/** An offer that sends nothing (every media section `recvonly`): the recorder's. */
+function receiveOnly(sdp: string): boolean {
+  return !/^a=(sendrecv|sendonly)\s*$/m.test(sdp)
+}
+
+/** Does `mine` offer to `other`? The caller does; otherwise the one invited earlier (then the
+ * lower user id). */
+export function senior(call: CallOut, mine: string, other: string): boolean {
+  if (mine === call.created_by_user_id) return true
+  if (other === call.created_by_user_id) return false
+  const a = call.participants.find((p) => p.user_id === mine)
+  const b = call.participants.find((p) => p.user_id === other)
+  if (!a || !b) return false
+  if (a.invited_at !== b.invited_at) return a.invited_at < b.invited_at
+  return mine < other
+}
+
+type Send = (body: Omit<Signal, 'call_id'>, to: string | null) => Promise<void>
+
+/** What the pairs of a session share. */
+interface Shared {
+  callId: string
+  send: Send
+  localStream: MediaStream
+  config: () => RTCConfiguration
+  refreshConfig: () => Promise<RTCConfiguration>
+}
+
+/** The whole call as this page holds it: camera, socket, the pairs and the side connections. */
+export class CallSession {
   readonly callId: string
   readonly caller: boolean
-  pc: RTCPeerConnection | null = null
   localStream: MediaStream | null = null
-  mode: MediaMode = 'full'
-  /** The other participant's user id, once a signal from them arrived. */
-  remoteId: string | null = null
-  /** ICE restarts sent so far (shown in the test hook). */
-  restarts = 0
+  readonly pairs = new Map<string, CallPeer>()
   private config: RTCConfiguration = {}
   private socket: Socket | null = null
-  private control: RTCDataChannel | null = null
-  private readonly events: PeerEvents
-  private pending: (RTCIceCandidateInit | null)[] = []
-  private remoteSet = false
-  private offered = false
-  private reported = false
+  private readonly events: SessionEvents
   private closed = false
-  private makingOffer = false
-  private ignoreOffer = false
-  private restartTimer: ReturnType<typeof setTimeout> | null = null
-  private backoff = 0
   /** Signals are handled one at a time, in order: a candidate never overtakes its offer. */
   private queue: Promise<void> = Promise.resolve()
   private readonly sides = new Map<string, RTCPeerConnection>()
+  /** The mode the user chose for every pair (a new pair starts in it). */
+  mode: MediaMode = 'full'
 
-  constructor(callId: string, caller: boolean, events: PeerEvents) {
+  constructor(callId: string, caller: boolean, events: SessionEvents) {
     this.callId = callId
     this.caller = caller
     this.events = events
   }
 
-  /** Perfect negotiation: the callee yields when offers collide. */
-  get polite(): boolean {
-    return !this.caller
-  }
-
-  /** Camera, peer connection, `call.join`. The callee then waits for the offer. */
+  /** Camera, socket, `call.join`. Then pairs come: offered to (`offerTo`) or offered by. */
   async start(): Promise<MediaStream> {
-    this.setStatus('starting')
+    this.events.status('starting')
     const [stream, config] = await Promise.all([
       navigator.mediaDevices.getUserMedia({ video: true, audio: true }),
       rtcConfiguration(),
@@ -113,27 +141,6 @@ export class CallPeer {
     }
     this.localStream = stream
     this.config = config
-    const pc = new RTCPeerConnection(config)
-    this.pc = pc
-    for (const track of stream.getTracks()) pc.addTrack(track, stream)
-    this.control = pc.createDataChannel('control', { negotiated: true, id: CONTROL_CHANNEL_ID })
-    this.control.addEventListener('message', (e) => this.onControl(e.data))
-    this.control.addEventListener('open', () => {
-      // Tell a late channel what we already chose.
-      if (this.mode !== 'full') this.tell({ type: 'mode', mode: this.mode, auto: false })
-    })
-    pc.addEventListener('icecandidate', (e) => {
-      // An empty candidate string is Chrome's per-generation end marker: `null` covers it.
-      if (e.candidate && !e.candidate.candidate) return
-      this.send({ kind: 'ice', candidate: e.candidate ? e.candidate.toJSON() : null }, this.remoteId).catch(
-        (error: unknown) => console.warn('ICE candidate not relayed', error),
-      )
-    })
-    pc.addEventListener('track', (e) => {
-      const remote = e.streams[0] ?? new MediaStream([e.track])
-      this.events.remoteStream(remote)
-    })
-    pc.addEventListener('iceconnectionstatechange', () => this.onIceState())
     const socket = connectRealtime()
     this.socket = socket
     socket.on('call.signal', this.onSignal)
@@ -148,27 +155,31 @@ export class CallPeer {
       })
     }
     await emitChecked(socket, 'call.join', { call_id: this.callId })
-    this.setStatus('waiting')
+    if (this.pairs.size === 0) this.events.status('waiting')
     return stream
   }
 
-  /** The caller, once the invitee has answered. */
-  async offer(): Promise<void> {
-    if (!this.pc || this.offered || this.closed) return
-    this.offered = true
-    this.setStatus('connecting')
-    await this.makeOffer(false)
+  get started(): boolean {
+    return this.localStream !== null && !this.closed
   }
 
-  /** Switch the call's media mode here and tell the other side, which does the same. */
+  /** Make a pair with a member who answered, and send it our offer (we are its senior). */
+  async offerTo(remoteId: string): Promise<void> {
+    if (!this.started || this.pairs.has(remoteId) || this.sides.has(remoteId)) return
+    const pair = this.makePair(remoteId, false)
+    await pair.offer()
+  }
+
+  /** Switch the media mode of every pair here and tell each other side, which does the same. */
   async setMode(mode: MediaMode, auto = false): Promise<void> {
-    if (this.closed || !this.pc) return
-    await this.applyLocalMode(mode)
-    this.events.mode?.(mode, false, auto)
-    this.tell({ type: 'mode', mode, auto })
+    if (this.closed) return
+    this.mode = mode
+    await Promise.all([...this.pairs.values()].map((p) => p.setMode(mode, auto)))
+    const senders = [...this.sides.values()].flatMap((pc) => pc.getSenders())
+    await Promise.all(senders.map((sender) => applyMode(sender, mode)))
   }
 
-  /** Hang up: tell the other side, leave the call on the server, release the camera. */
+  /** Hang up: tell the others, leave the call on the server, release the camera. */
   async hangup(): Promise<void> {
     if (this.closed) return
     await this.send({ kind: 'hangup' }, null).catch(() => undefined)
@@ -180,22 +191,38 @@ export class CallPeer {
   close(): void {
     if (this.closed) return
     this.closed = true
-    if (this.restartTimer) clearTimeout(this.restartTimer)
     if (this.socket) {
       this.socket.off('call.signal', this.onSignal)
       this.socket.off('connect', this.onReconnect)
       if (this.socket.connected) this.socket.emit('call.leave', { call_id: this.callId })
     }
-    this.pc?.close()
+    for (const pair of this.pairs.values()) pair.close()
+    this.pairs.clear()
     for (const side of this.sides.values()) side.close()
     this.sides.clear()
     this.localStream?.getTracks().forEach((track) => track.stop())
-    this.setStatus('ended')
+    this.events.status('ended')
   }
 
-  // -- signalling -------------------------------------------------------------------------------
+  private makePair(remoteId: string, polite: boolean): CallPeer {
+    const shared: Shared = {
+      callId: this.callId,
+      send: this.send,
+      localStream: this.localStream!,
+      config: () => this.config,
+      refreshConfig: async () => {
+        this.config = await rtcConfiguration()
+        return this.config
+      },
+    }
+    const pair = new CallPeer(shared, remoteId, polite, this.events.pairEvents(remoteId))
+    this.pairs.set(remoteId, pair)
+    if (this.mode !== 'full') void pair.setMode(this.mode, false).catch(() => undefined)
+    this.events.pair(pair)
+    return pair
+  }
 
-  private async send(body: Omit<Signal, 'call_id'>, to: string | null): Promise<void> {
+  private readonly send: Send = async (body, to) => {
     if (!this.socket || this.closed) return
     await emitChecked(this.socket, 'call.signal', { call_id: this.callId, ...body, to })
   }
@@ -204,8 +231,8 @@ export class CallPeer {
     if (!this.socket || this.closed) return
     void emitChecked(this.socket, 'call.join', { call_id: this.callId })
       .then(() => {
-        // Back in the room: anything sent while we were away is lost; restart if we need to.
-        if (!this.iceUp()) this.scheduleRestart(0)
+        // Back in the room: anything sent while we were away is lost; restart what is down.
+        for (const pair of this.pairs.values()) pair.rejoined()
       })
       .catch(console.warn)
   }
@@ -213,36 +240,170 @@ export class CallPeer {
   private readonly onSignal = (value: unknown): void => {
     if (!isSignal(value) || value.call_id !== this.callId || this.closed) return
     this.queue = this.queue
-      .then(() => this.handle(value))
+      .then(() => this.route(value))
       .catch((error: unknown) => console.warn('call signal failed', error))
   }
 
-  private async handle(signal: Signal): Promise<void> {
-    const pc = this.pc
-    if (!pc || this.closed) return
-    const from = signal.from ?? null
-    if (from && this.sides.has(from)) return this.handleSide(from, signal)
-    if (from && this.remoteId && from !== this.remoteId) {
-      if (signal.kind === 'offer') return this.handleSide(from, signal)
-      return // not ours (another pair of the mesh)
+  private async route(signal: Signal): Promise<void> {
+    if (this.closed || !this.localStream) return
+    const from = signal.from
+    if (!from) return
+    if (this.sides.has(from)) return this.handleSide(from, signal)
+    let pair = this.pairs.get(from)
+    if (!pair && signal.kind === 'offer' && signal.sdp) {
+      if (receiveOnly(signal.sdp)) return this.handleSide(from, signal)
+      pair = this.makePair(from, true) // it offered first: its senior
     }
+    if (!pair) return
+    if (signal.kind === 'hangup') {
+      pair.close()
+      this.pairs.delete(from)
+      this.events.pairGone(pair, this.pairs.size === 0)
+      return
+    }
+    await pair.handle(signal)
+  }
+
+  // -- side connections (a member that only receives: the recorder) ---------------------------
+
+  private async handleSide(from: string, signal: Signal): Promise<void> {
+    let side = this.sides.get(from)
+    if (signal.kind === 'hangup') {
+      side?.close()
+      this.sides.delete(from)
+      return
+    }
+    if (signal.kind === 'offer' && signal.sdp) {
+      if (!side) {
+        side = new RTCPeerConnection(this.config)
+        this.sides.set(from, side)
+        for (const track of this.localStream?.getTracks() ?? []) side.addTrack(track, this.localStream!)
+        side.addEventListener('icecandidate', (e) => {
+          if (e.candidate && !e.candidate.candidate) return
+          this.send({ kind: 'ice', candidate: e.candidate ? e.candidate.toJSON() : null }, from).catch(() => undefined)
+        })
+      }
+      await side.setRemoteDescription({ type: 'offer', sdp: signal.sdp })
+      await side.setLocalDescription(await side.createAnswer())
+      await Promise.all(side.getSenders().map((sender) => applyMode(sender, this.mode)))
+      await this.send({ kind: 'answer', sdp: side.localDescription?.sdp ?? '' }, from)
+      return
+    }
+    if (signal.kind === 'ice' && side && signal.candidate !== undefined) {
+      await side.addIceCandidate(signal.candidate ?? undefined).catch(() => undefined)
+    }
+  }
+}
+
+/** One pair of the mesh: our RTCPeerConnection with one other member, perfect negotiation, ICE
+ * restart and the media mode of this pair. */
+export class CallPeer {
+  readonly callId: string
+  readonly remoteId: string
+  /** Perfect negotiation: the one who did not make the first offer yields when offers collide. */
+  readonly polite: boolean
+  readonly pc: RTCPeerConnection
+  mode: MediaMode = 'full'
+  /** ICE restarts sent so far (shown in the test hook). */
+  restarts = 0
+  status: PeerStatus = 'connecting'
+  private readonly shared: Shared
+  private readonly control: RTCDataChannel
+  private readonly events: PeerEvents
+  private pending: (RTCIceCandidateInit | null)[] = []
+  private remoteSet = false
+  private offered = false
+  private reported = false
+  private closed = false
+  private makingOffer = false
+  private ignoreOffer = false
+  private restartTimer: ReturnType<typeof setTimeout> | null = null
+  private backoff = 0
+
+  constructor(shared: Shared, remoteId: string, polite: boolean, events: PeerEvents) {
+    this.shared = shared
+    this.callId = shared.callId
+    this.remoteId = remoteId
+    this.polite = polite
+    this.events = events
+    const stream = shared.localStream
+    const pc = new RTCPeerConnection(shared.config())
+    this.pc = pc
+    for (const track of stream.getTracks()) pc.addTrack(track, stream)
+    this.control = pc.createDataChannel('control', { negotiated: true, id: CONTROL_CHANNEL_ID })
+    this.control.addEventListener('message', (e) => this.onControl(e.data))
+    this.control.addEventListener('open', () => {
+      // Tell a late channel what we already chose.
+      if (this.mode !== 'full') this.tell({ type: 'mode', mode: this.mode, auto: false })
+    })
+    pc.addEventListener('icecandidate', (e) => {
+      // An empty candidate string is Chrome's per-generation end marker: `null` covers it.
+      if (e.candidate && !e.candidate.candidate) return
+      this.send({ kind: 'ice', candidate: e.candidate ? e.candidate.toJSON() : null }).catch((error: unknown) =>
+        console.warn('ICE candidate not relayed', error),
+      )
+    })
+    pc.addEventListener('track', (e) => {
+      const remote = e.streams[0] ?? new MediaStream([e.track])
+      this.events.remoteStream(remote)
+    })
+    pc.addEventListener('iceconnectionstatechange', () => this.onIceState())
+  }
+
+  /** The senior side's first offer. */
+  async offer(): Promise<void> {
+    if (this.offered || this.closed) return
+    this.offered = true
+    this.setStatus('connecting')
+    await this.makeOffer(false)
+  }
+
+  /** Switch this pair's media mode and tell the other side, which does the same. */
+  async setMode(mode: MediaMode, auto = false): Promise<void> {
+    if (this.closed) return
+    await this.applyLocalMode(mode)
+    this.events.mode?.(mode, false, auto)
+    this.tell({ type: 'mode', mode, auto })
+  }
+
+  /** Our socket came back and re-joined the call: restart if our media is down. */
+  rejoined(): void {
+    if (!this.iceUp()) this.scheduleRestart(0)
+  }
+
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    if (this.restartTimer) clearTimeout(this.restartTimer)
+    this.pc.close()
+    this.setStatus('ended')
+  }
+
+  // -- signalling -------------------------------------------------------------------------------
+
+  private send(body: Omit<Signal, 'call_id'>): Promise<void> {
+    if (this.closed) return Promise.resolve()
+    return this.shared.send(body, this.remoteId)
+  }
+
+  async handle(signal: Signal): Promise<void> {
+    const pc = this.pc
+    if (this.closed) return
     switch (signal.kind) {
       case 'offer': {
         if (!signal.sdp) return
         const collision = this.makingOffer || pc.signalingState !== 'stable'
         this.ignoreOffer = !this.polite && collision
         if (this.ignoreOffer) return
-        if (from) this.remoteId = from
-        if (this.lastStatus !== 'reconnecting') this.setStatus('connecting')
+        if (this.status !== 'reconnecting') this.setStatus('connecting')
         await pc.setRemoteDescription({ type: 'offer', sdp: signal.sdp }) // rolls ours back
         await this.drain()
         await pc.setLocalDescription(await pc.createAnswer())
-        await this.send({ kind: 'answer', sdp: pc.localDescription?.sdp ?? '' }, this.remoteId)
+        await this.send({ kind: 'answer', sdp: pc.localDescription?.sdp ?? '' })
         return
       }
       case 'answer':
         if (!signal.sdp || pc.signalingState !== 'have-local-offer') return
-        if (from) this.remoteId = from
         await pc.setRemoteDescription({ type: 'answer', sdp: signal.sdp })
         await this.drain()
         return
@@ -271,7 +432,7 @@ export class CallPeer {
   private async addCandidate(candidate: RTCIceCandidateInit | null): Promise<void> {
     try {
       // `null` ends the candidates.
-      await this.pc?.addIceCandidate(candidate ?? undefined)
+      await this.pc.addIceCandidate(candidate ?? undefined)
     } catch (error) {
       // Candidates of an offer we ignored (glare), or of a generation a restart replaced.
       if (!this.ignoreOffer) console.warn('ICE candidate refused', error)
@@ -280,11 +441,11 @@ export class CallPeer {
 
   private async makeOffer(iceRestart: boolean): Promise<void> {
     const pc = this.pc
-    if (!pc || this.closed) return
+    if (this.closed) return
     this.makingOffer = true
     try {
       await pc.setLocalDescription(await pc.createOffer({ iceRestart }))
-      await this.send({ kind: 'offer', sdp: pc.localDescription?.sdp ?? '' }, this.remoteId)
+      await this.send({ kind: 'offer', sdp: pc.localDescription?.sdp ?? '' })
     } finally {
       this.makingOffer = false
     }
@@ -292,20 +453,19 @@ export class CallPeer {
 
   // -- reconnection -----------------------------------------------------------------------------
 
-  private lastStatus: PeerStatus = 'starting'
-
   private setStatus(status: PeerStatus): void {
-    this.lastStatus = status
+    this.status = status
     this.events.status(status)
   }
 
   private iceUp(): boolean {
-    const state = this.pc?.iceConnectionState
+    const state = this.pc.iceConnectionState
     return state === 'connected' || state === 'completed'
   }
 
   private onIceState(): void {
-    const state = this.pc?.iceConnectionState
+    if (this.closed) return
+    const state = this.pc.iceConnectionState
     if (state === 'connected' || state === 'completed') {
       this.backoff = 0
       if (this.restartTimer) clearTimeout(this.restartTimer)
@@ -334,13 +494,12 @@ export class CallPeer {
   private async restart(): Promise<void> {
     this.restartTimer = null
     const pc = this.pc
-    if (!pc || this.closed || this.iceUp()) return
+    if (this.closed || this.iceUp()) return
     this.setStatus('reconnecting')
     this.backoff = Math.min(this.backoff ? this.backoff * 2 : 2_000, RESTART_BACKOFF_MAX)
     this.scheduleRestart(this.backoff + (this.polite ? RESTART_GRACE.polite : 0))
     try {
-      this.config = await rtcConfiguration()
-      pc.setConfiguration(this.config)
+      pc.setConfiguration(await this.shared.refreshConfig())
     } catch (error) {
       console.warn('ICE servers not refreshed; restarting with the old ones', error)
     }
@@ -353,12 +512,11 @@ export class CallPeer {
 
   private async applyLocalMode(mode: MediaMode): Promise<void> {
     this.mode = mode
-    const senders = [this.pc, ...this.sides.values()].flatMap((pc) => pc?.getSenders() ?? [])
-    await Promise.all(senders.map((sender) => applyMode(sender, mode)))
+    await Promise.all(this.pc.getSenders().map((sender) => applyMode(sender, mode)))
   }
 
   private tell(message: ModeMessage): void {
-    if (this.control?.readyState === 'open') this.control.send(JSON.stringify(message))
+    if (this.control.readyState === 'open') this.control.send(JSON.stringify(message))
   }
 
   private onControl(data: unknown): void {
@@ -370,35 +528,5 @@ export class CallPeer {
     }
     if (!isModeMessage(message) || message.mode === this.mode) return
     void this.applyLocalMode(message.mode).then(() => this.events.mode?.(message.mode, true, message.auto))
-  }
-
-  // -- side connections (a third member: the recorder) -----------------------------------------
-
-  private async handleSide(from: string, signal: Signal): Promise<void> {
-    let side = this.sides.get(from)
-    if (signal.kind === 'hangup') {
-      side?.close()
-      this.sides.delete(from)
-      return
-    }
-    if (signal.kind === 'offer' && signal.sdp) {
-      if (!side) {
-        side = new RTCPeerConnection(this.config)
-        this.sides.set(from, side)
-        for (const track of this.localStream?.getTracks() ?? []) side.addTrack(track, this.localStream!)
-        side.addEventListener('icecandidate', (e) => {
-          if (e.candidate && !e.candidate.candidate) return
-          this.send({ kind: 'ice', candidate: e.candidate ? e.candidate.toJSON() : null }, from).catch(() => undefined)
-        })
-      }
-      await side.setRemoteDescription({ type: 'offer', sdp: signal.sdp })
-      await side.setLocalDescription(await side.createAnswer())
-      await Promise.all(side.getSenders().map((sender) => applyMode(sender, this.mode)))
-      await this.send({ kind: 'answer', sdp: side.localDescription?.sdp ?? '' }, from)
-      return
-    }
-    if (signal.kind === 'ice' && side && signal.candidate !== undefined) {
-      await side.addIceCandidate(signal.candidate ?? undefined).catch(() => undefined)
-    }
   }
 }
