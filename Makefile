@@ -11,7 +11,7 @@ export HUIZHEN_HOST ?= 127.0.0.1
 export HUIZHEN_PORT ?= 8080
 export HUIZHEN_DATA_DIR ?= var
 
-.PHONY: run test check web bench bench-api bench-cycles bench-realtime clean install
+.PHONY: run test check web bench bench-api bench-cycles bench-realtime bench-dicom clean install
 
 $(BIN)/huizhen: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,7 @@ bench: install
 	$(PY) -m bench.api
 	$(PY) -m bench.cycles
 	$(PY) -m bench.realtime
+	$(PY) -m bench.dicom
 
 bench-api: install
 	$(PY) -m bench.api
@@ -56,6 +57,10 @@ bench-cycles: install
 
 bench-realtime: install
 	$(PY) -m bench.realtime
+
+# Ours against Debian's Orthanc (apt-get install -y orthanc orthanc-dicomweb; root, for unshare -n).
+bench-dicom: install
+	$(PY) -m bench.dicom
 
 clean:
 	rm -rf $(VENV) web/node_modules web/dist var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,241 @@
+"""``huizhen serve`` for ``bench.dicom``; with ``--profile``, where a request spends its time.
+
+Only in the bench, never in the server: with ``HZBENCH_PROFILE=DIR`` set, this wrapper
+
+* runs the event loop's thread under cProfile (``DIR/main.pstats``);
+* profiles the work the server hands to worker threads (ingest, fsync, moving the file into
+  place) with one cProfile per thread, merged at exit (``DIR/threads.pstats``);
+* times the phases of a request (wall time, count) by wrapping the functions that do them
+  (``DIR/phases.json``): receiving the body, the fsync, ingest, adopting the file, the patient
+  look-up, the index insert, commits; for searches the SQL and JSON of ``imaging.qido.search``,
+  for metadata the instance query and the JSON response.
+
+``HZBENCH_PROFILE_MODE=phases`` keeps only the phase timers (no cProfile, whose overhead
+inflates Python-heavy phases several times). Without ``HZBENCH_PROFILE`` it serves as shipped.
+Stats are written when the server stops (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import functools
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_lock = threading.Lock()
+_phases: dict[str, list[float]] = {}
+_thread_profiles: list[cProfile.Profile] = []
+_local = threading.local()
+
+
+def _note(name: str, seconds: float, cpu: float = 0.0) -> None:
+    with _lock:
+        entry = _phases.setdefault(name, [0, 0.0, 0.0])
+        entry[0] += 1
+        entry[1] += seconds
+        entry[2] += cpu
+
+
+def _timed_async(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            _note(name, time.perf_counter() - start)
+
+    return wrapper
+
+
+def _timed_sync(name: str, fn: Callable[..., Any], *, profile: bool) -> Callable[..., Any]:
+    """A function run in a worker thread: timed, and profiled by that thread's cProfile."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        prof: cProfile.Profile | None = None
+        if profile and threading.current_thread() is not threading.main_thread():
+            prof = getattr(_local, "profile", None)
+            if prof is None:
+                prof = _local.profile = cProfile.Profile()
+                with _lock:
+                    _thread_profiles.append(prof)
+        start, cpu = time.perf_counter(), time.thread_time()
+        if prof is not None:
+            prof.enable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if prof is not None:
+                prof.disable()
+            _note(name, time.perf_counter() - start, time.thread_time() - cpu)
+
+    return wrapper
+
+
+def _install(*, with_cprofile: bool) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from imaging.store import LocalInstanceStore
+    from server import archive, dicomweb, wado
+
+    archive.ingest = _timed_sync(
+        "stow: ingest (parse, check, JSON model)", archive.ingest, profile=with_cprofile
+    )
+    archive._sync_close = _timed_sync(
+        "stow: flush + fsync", archive._sync_close, profile=with_cprofile
+    )
+    LocalInstanceStore.adopt = _timed_sync(  # type: ignore[method-assign]
+        "stow: adopt (rename into place)", LocalInstanceStore.adopt, profile=with_cprofile
+    )
+    archive.Archive.receive = _timed_async(  # type: ignore[method-assign]
+        "stow: receive (stream part to tmp, hash, fsync)", archive.Archive.receive
+    )
+    archive.Archive.accept = _timed_async(  # type: ignore[method-assign]
+        "stow: accept (ingest, adopt, patient, index)", archive.Archive.accept
+    )
+    archive._patient_for = _timed_async("stow: patient look-up", archive._patient_for)
+    archive.DicomIndex.add = _timed_async(  # type: ignore[method-assign]
+        "stow: index add (savepoint, 3 selects, 3 inserts, 2 updates)", archive.DicomIndex.add
+    )
+    dicomweb.search = _timed_async("qido: search (SQL + JSON model)", dicomweb.search)
+    dicomweb.dicom_json = functools.partial(
+        _timed_json, "qido/stow: dicom_json", dicomweb.dicom_json
+    )
+    wado.visible_instances = _timed_async("wado: visible_instances (SQL)", wado.visible_instances)
+    wado._audit_retrieval = _timed_async("wado: audit row", wado._audit_retrieval)
+    wado.dicom_json = functools.partial(_timed_json, "wado: dicom_json", wado.dicom_json)
+    AsyncSession.commit = _timed_async("session commit (all)", AsyncSession.commit)  # type: ignore[method-assign]
+
+
+def _timed_json(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    start = time.perf_counter()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _note(name, time.perf_counter() - start)
+
+
+def _ingest_in_a_process() -> None:
+    """What-if ``HZBENCH_WHATIF=ingest-process``: ingest (parse, checks, JSON model) runs in a
+    child process instead of a thread, so that it no longer holds the server's GIL. The worker
+    thread that ``Archive.accept`` hands it to waits on the child without the GIL. (A refused
+    file's ``IngestError`` does not survive pickling: for measuring only.)"""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from imaging import ingest as real
+    from server import archive
+
+    workers = int(os.environ.get("HZBENCH_INGEST_PROCESSES", "1"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def ingest(source: Any) -> Any:
+        return pool.submit(real.ingest, source).result()
+
+    archive.ingest = ingest
+
+
+def _metadata_spliced() -> None:
+    """What-if ``HZBENCH_WHATIF=metadata-splice``: WADO-RS metadata answered by splicing the
+    stored JSON texts (compact, as ``json.dumps(..., separators=(",", ":"))`` wrote them) instead
+    of ``json.loads`` of every row and one ``json.dumps`` of the whole answer; BulkDataURI paths
+    are made absolute with a regular expression. The bytes sent are the same."""
+    import re
+
+    from aiohttp import web
+
+    from server import wado
+    from server.dicomhttp import DICOM_JSON, base_url
+
+    bulk = re.compile(r'"BulkDataURI":"([^"]*)"')
+
+    async def metadata(call: Any) -> web.Response:
+        rows = await wado.visible_instances(
+            call,
+            call.path["study"],
+            call.path.get("series"),
+            call.path.get("instance"),
+            with_metadata=True,
+        )
+        await wado._audit_retrieval(call, rows, "metadata")
+        root = base_url(call.request)
+        parts = []
+        for r in rows:
+            prefix = (
+                f"{root}/studies/{r.study_uid}/series/{r.series_uid}"
+                f"/instances/{r.sop_instance_uid}/bulkdata/"
+            )
+
+            def absolute(m: re.Match[str], prefix: str = prefix) -> str:
+                uri = m.group(1)
+                if uri.startswith(("http:", "https:")):
+                    return m.group(0)
+                return f'"BulkDataURI":"{prefix}{uri.replace("/", ".")}"'
+
+            text = bulk.sub(absolute, r.metadata)
+            syntax = f'"00020010":{{"vr":"UI","Value":["{r.transfer_syntax_uid}"]}}}}'
+            parts.append(text[:-1] + ("," if text != "{}" else "") + syntax)
+        body = ("[" + ",".join(parts) + "]").encode()
+        return web.Response(body=body, headers={"Content-Type": DICOM_JSON})
+
+    # The metadata routes hold ``_metadata`` in a closure (``_at_every_level``): swap it there.
+    swapped = 0
+    for route in wado.router.routes:
+        for cell in route.handler.__closure__ or ():
+            if cell.cell_contents is wado._metadata:
+                cell.cell_contents = metadata
+                swapped += 1
+    wado._metadata = metadata
+    if not swapped:
+        raise RuntimeError("metadata-splice: no metadata route found to patch")
+
+
+def main() -> int:
+    from server import cli
+
+    whatif = set(os.environ.get("HZBENCH_WHATIF", "").split(","))
+    if "ingest-process" in whatif:
+        _ingest_in_a_process()
+    if "metadata-splice" in whatif:
+        _metadata_spliced()
+    out = os.environ.get("HZBENCH_PROFILE")
+    if not out:
+        return cli.main(["serve"])
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    _install(with_cprofile=os.environ.get("HZBENCH_PROFILE_MODE") != "phases")
+    prof = cProfile.Profile()
+    if os.environ.get("HZBENCH_PROFILE_MODE") != "phases":
+        prof.enable()
+    try:
+        return cli.main(["serve"])
+    finally:
+        prof.disable()
+        if os.environ.get("HZBENCH_PROFILE_MODE") != "phases":
+            prof.dump_stats(directory / "main.pstats")
+        with _lock:
+            if _thread_profiles:
+                import pstats
+
+                merged = pstats.Stats(_thread_profiles[0])
+                for other in _thread_profiles[1:]:
+                    merged.add(other)
+                merged.dump_stats(directory / "threads.pstats")
+            (directory / "phases.json").write_text(
+                json.dumps(
+                    {
+                        k: {"count": v[0], "seconds": v[1], "thread_cpu_seconds": v[2]}
+                        for k, v in _phases.items()
+                    }
+                )
+            )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
