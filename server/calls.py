@@ -39,6 +39,11 @@ from server.policy import Action, Principal, can_work_on, centre_side, requester
 from server.problems import Conflict, Forbidden, NotFound, ValidationFailed
 from server.routing import Call, RequestModel, ResponseModel, Router
 
+
+class CallFull(Conflict):
+    code = "call-full"
+
+
 router = Router()
 
 MAX_PARTICIPANTS = 4
@@ -196,7 +201,8 @@ def _announce(
         [user_stream(p.user_id) for p in people],
         type_,
         consult_id=video.consult_id,
-        payload=call_payload(video, consult.centre),
+        # `by`: who did it (accepted, declined, hung up...), so a mesh knows whom to connect.
+        payload=call_payload(video, consult.centre, by=str(call.principal.user_id)),
     )
 
 
@@ -300,7 +306,7 @@ async def invite(call: Call[InviteBody, None]) -> CallOut:
     if any(p.user_id == call.body.user_id for p in people):
         raise Conflict("already invited")
     if len(people) >= MAX_PARTICIPANTS:
-        raise Conflict(f"a call holds at most {MAX_PARTICIPANTS} participants (a mesh)")
+        raise CallFull(f"a call holds at most {MAX_PARTICIPANTS} participants (a mesh)")
     if not await _may_be_invited(call.session, call.body.user_id, consult):
         raise ValidationFailed("this person cannot take part in this consult", field="user_id")
     call.session.add(

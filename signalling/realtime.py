@@ -273,7 +273,9 @@ class Realtime:
         return {"left": call_id}
 
     async def _drop(self, call_id: str, sid: str) -> None:
-        if self.roster.remove(call_id, sid) is not None:
+        seat = self.roster.remove(call_id, sid)
+        if seat is not None:
+            await self._left(call_id, seat)
             await self.bus.publish(CALLS_CHANNEL, {"op": "leave", "call_id": call_id, "sid": sid})
 
     async def _call_signal(self, sid: str, data: Any = None) -> dict[str, Any]:
@@ -309,6 +311,15 @@ class Realtime:
         for other in self.roster.local(call_id):
             if other.user_id != seat.user_id:
                 await self.sio.emit("call.signal", message, to=other.sid)
+
+    async def _left(self, call_id: str, seat: Seat) -> None:
+        """Tell this node's other members that someone's last connection left the call (closed
+        the page, lost the network for good): their tile can go."""
+        if any(s.user_id == seat.user_id for s in self.roster.seats(call_id)):
+            return  # still there through another connection
+        message = {"call_id": call_id, "kind": "left", "from": seat.user_id}
+        for other in self.roster.local(call_id):
+            await self.sio.emit("call.signal", message, to=other.sid)
 
     async def _on_node(self, message: dict[str, Any]) -> None:
         """A message for this node only: a signal for its connections, or another node's
@@ -354,7 +365,9 @@ class Realtime:
                 )
                 await self._joined(call_id, seat)
         elif op == "leave" and isinstance(sid, str):
-            self.roster.remove(call_id, sid)
+            left_seat = self.roster.remove(call_id, sid)
+            if left_seat is not None:
+                await self._left(call_id, left_seat)
         elif op == "check":
             await self._recheck(call_id)
 

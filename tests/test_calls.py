@@ -272,3 +272,30 @@ async def test_bad_signals_are_refused_and_never_relayed(api: Api) -> None:
     finally:
         for peer in (station, expert):
             await peer.close()
+
+
+async def test_a_member_whose_last_connection_goes_is_announced_as_left(api: Api) -> None:
+    """A page closed without hanging up: the others hear `left` and can drop its tile."""
+    cid = await _claimed_consult(api)
+    specialist = await _user_id(api, "consult")
+    _, call = await api.post(
+        f"/api/v1/consults/{cid}/calls", "chengguan", json={"invitee_ids": [specialist]}
+    )
+    await api.post(f"/api/v1/calls/{call['id']}/accept", "consult")
+    station = Peer(api, (await api.login("chengguan"))["token"])
+    expert = Peer(api, (await api.login("consult"))["token"])
+    second_tab = Peer(api, (await api.login("consult"))["token"])
+    try:
+        await station.connect(call["id"])
+        await expert.connect(call["id"])
+        await second_tab.connect(call["id"])
+        for _ in range(2):
+            assert (await asyncio.wait_for(station.signals.get(), 10))["kind"] == "joined"
+        await expert.sio.disconnect()  # one of the specialist's two pages closes: still there
+        await second_tab.sio.call("call.leave", {"call_id": call["id"]})  # now gone
+        left = await asyncio.wait_for(station.signals.get(), 10)
+        assert left == {"call_id": call["id"], "kind": "left", "from": specialist}
+        assert station.signals.empty()
+    finally:
+        for peer in (station, expert, second_tab):
+            await peer.close()

@@ -60,6 +60,11 @@ class Member:
     async def close(self) -> None:
         if self.sio.connected:
             await self.sio.disconnect()
+        # A client whose server went away is no longer "connected", but its HTTP session may
+        # still hold a pooled connection (a ResourceWarning later, in some other test).
+        http = getattr(self.sio.eio, "http", None)
+        if http is not None and not http.closed:
+            await http.close()
 
 
 def _end_of_candidates(call_id: str, to: str | None = None) -> dict[str, Any]:
@@ -284,6 +289,8 @@ async def test_a_signal_goes_only_to_the_node_of_its_recipient(
             assert (await _metrics(c))["received"] == 1
             assert bystander.signals.empty()
     finally:
+        for member in members:
+            await member.close()  # before their servers stop
         await watch.close()
         for process in processes:
             process.stop()
