@@ -4,6 +4,9 @@
 ``ice`` carries one trickled candidate (or the end of candidates) that must parse (aioice);
 ``hangup`` carries nothing. A message names its call and, optionally, one recipient; without one,
 it goes to every other member of the call (a mesh of up to four).
+
+The parsers are imported on first use: aiortc brings PyAV and its codecs (about 35 MiB), which a
+server that never carries a call need not hold.
 """
 
 from __future__ import annotations
@@ -11,9 +14,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from typing import Any
-
-from aioice import Candidate
-from aiortc.sdp import SessionDescription
 
 KINDS = frozenset({"offer", "answer", "ice", "hangup"})
 MAX_SDP = 32 * 1024
@@ -63,6 +63,8 @@ def _sdp(sdp: Any) -> str:
     if len(sdp.encode()) > MAX_SDP:
         raise InvalidSignal(f"the SDP exceeds {MAX_SDP} bytes")
     try:
+        from aiortc.sdp import SessionDescription  # aiortc loads PyAV: only once calls happen
+
         parsed = SessionDescription.parse(sdp)
     except Exception:
         raise InvalidSignal("the SDP does not parse") from None
@@ -89,6 +91,8 @@ def _candidate(candidate: Any) -> dict[str, Any] | None:
         raise InvalidSignal("candidate.sdpMLineIndex must be a small integer or null")
     if line:  # an empty candidate ends a generation
         try:
+            from aioice import Candidate
+
             Candidate.from_sdp(line.removeprefix("candidate:"))
         except Exception:
             raise InvalidSignal("the candidate does not parse") from None
