@@ -20,6 +20,15 @@ leads in mV with the sampling rate. The machine's statements and measurements
   plus 5% of the rise. The median over beats is reported. These constants were chosen on one
   recording (pydicom's waveform_ecg.dcm); the value is a cross-check of the machine's, not a
   diagnosis.
+* QT: from each beat's QRS onset (above) to the end of its T wave on the R-peak lead, smoothed over
+  20 ms. The T wave is the largest deflection (at least 0.05 mV) from the isoelectric line between
+  100 ms after R (and 60 ms after the QRS end) and 600 ms after R, bounded by the next beat (its
+  QRS onset less 120 ms, the shortest normal PR); an inverted T is mirrored. Its end is found by
+  the tangent method: the steepest descending slope between the T peak and the point where the
+  wave stops falling, extended to the isoelectric line. That line joins the PR levels (40 to 20 ms
+  before QRS onset) of this beat and the next, so slow baseline wander is followed; strong wander
+  at slow rates still biases it. Beats without a T end are skipped; the median over beats is
+  reported, None under 3 beats. QTc: Bazett QT/√RR and Fridericia QT/∛RR, RR the mean in seconds.
 
 Pure Python (no numpy): a 10 s, 12-lead, 1 kHz recording is 120 000 samples. Blocking; from
 asyncio call through ``asyncio.to_thread``.
@@ -121,6 +130,9 @@ class Measurements:
     rr_ms: tuple[float, ...]
     heart_rate_bpm: float | None
     qrs_ms: float | None
+    qt_ms: float | None = None  # median over beats, QRS onset to T end (tangent method)
+    qtc_bazett_ms: float | None = None  # QT / √RR, RR the mean in seconds
+    qtc_fridericia_ms: float | None = None  # QT / ∛RR
     source: str = "computed"
 
 
@@ -323,7 +335,8 @@ def _best_lead(ecg: Ecg) -> Lead:
     return max(ecg.leads, key=lambda lead: _percentile(_envelope(lead.millivolts, 1.0), 0.99))
 
 
-def _qrs_duration(ecg: Ecg, peaks: Sequence[int]) -> float | None:
+def _qrs_spans(ecg: Ecg, peaks: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """QRS onset and end (sample indices, inclusive) of each beat whose complex was found."""
     fs = ecg.sampling_hz
     n = len(ecg.leads[0].millivolts)
     smooth = max(1, round(0.02 * fs))
@@ -334,7 +347,7 @@ def _qrs_duration(ecg: Ecg, peaks: Sequence[int]) -> float | None:
             slope[i] += abs(filtered[i] - filtered[i - 1])
     slope = _moving_average(slope, max(1, round(0.01 * fs)))
     half = round(0.12 * fs)
-    durations = []
+    spans = {}
     for r in peaks:
         if r - half < 1 or r + half >= n:
             continue
@@ -351,15 +364,108 @@ def _qrs_duration(ecg: Ecg, peaks: Sequence[int]) -> float | None:
         end = peak_at
         while end < len(window) - 1 and window[end + 1] >= limit:
             end += 1
-        durations.append((end - start + 1) * 1000 / fs)
-    if not durations:
+        spans[r] = (r - half + start, r - half + end)
+    return spans
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def _qrs_duration(spans: dict[int, tuple[int, int]], fs: float) -> float | None:
+    durations = [(end - onset + 1) * 1000 / fs for onset, end in spans.values()]
+    return _median(durations) if durations else None
+
+
+def _level(x: Sequence[float], lo: int, hi: int) -> float:
+    """Median of ``x[lo:hi]``, clipped to the signal."""
+    lo, hi = max(0, lo), min(len(x), hi)
+    return _median(x[lo:hi]) if hi > lo else x[max(0, min(len(x) - 1, lo))]
+
+
+_MIN_T_MV = 0.05  # a flatter T wave (or none) has no end to find
+
+
+def _t_end(
+    x: Sequence[float],
+    fs: float,
+    r: int,
+    onset: int,
+    end: int,
+    bound: int,
+    base: tuple[float, float],
+) -> float | None:
+    """T-wave end (fractional sample index) by the tangent method, or None.
+
+    ``x`` is the smoothed lead, ``end`` the QRS end, ``bound`` the last sample that may still belong
+    to this beat, ``base`` the isoelectric line as (level at ``onset``, slope per sample).
+    """
+    level, drift = base
+
+    def baseline(i: float) -> float:
+        return level + drift * (i - onset)
+
+    lo = max(end + round(0.06 * fs), r + round(0.1 * fs))
+    hi = min(bound, r + round(0.6 * fs))
+    if hi - lo < round(0.05 * fs):
         return None
-    durations.sort()
-    return durations[len(durations) // 2]
+    # the T peak: the largest deflection from the baseline; an inverted T is mirrored
+    peak = max(range(lo, hi), key=lambda i: abs(x[i] - baseline(i)))
+    sign = 1.0 if x[peak] >= baseline(peak) else -1.0
+    height = sign * (x[peak] - baseline(peak))
+    if height < _MIN_T_MV or peak >= hi - 1:
+        return None
+    # the descending limb: from the peak until the (smoothed) wave stops falling
+    step = max(1, round(0.004 * fs))
+    stop = peak + step
+    while stop + step <= bound and sign * (x[stop + step] - x[stop - step]) < 0:
+        stop += 1
+    best, steepest = peak, 0.0
+    for i in range(peak + step, stop - step + 1):
+        slope = sign * (x[i + step] - x[i - step]) / (2 * step)
+        if slope < steepest:
+            best, steepest = i, slope
+    if steepest >= sign * drift:  # no descending limb steeper than the baseline itself
+        return None
+    # tangent at best: sign·(x[best] − baseline(best)) + (steepest − sign·drift)·(t − best) = 0
+    offset = sign * (x[best] - baseline(best))
+    t_end = best + offset / (sign * drift - steepest)
+    return t_end if t_end <= bound else None
+
+
+def _qt_interval(
+    lead: Lead, fs: float, peaks: Sequence[int], spans: dict[int, tuple[int, int]]
+) -> float | None:
+    """Median QT (ms) over beats: QRS onset to the T end found on ``lead``; None under 3 beats."""
+    x = _moving_average(lead.millivolts, max(1, round(0.02 * fs)))
+    n = len(x)
+    gap = round(0.04 * fs)  # the PR segment: 40 to 20 ms before QRS onset
+    pr = {r: _level(x, onset - gap, onset - gap // 2) for r, (onset, _) in spans.items()}
+    qts = []
+    for k, r in enumerate(peaks):
+        if r not in spans:
+            continue
+        onset, end = spans[r]
+        following = peaks[k + 1] if k + 1 < len(peaks) else None
+        if following is not None:
+            # bounded by the next beat: its QRS onset less the shortest normal PR (120 ms)
+            next_onset = spans[following][0] if following in spans else following - gap
+            bound = min(n - 1, next_onset - round(0.12 * fs), r + round(0.8 * fs))
+        else:
+            bound = min(n - 1, r + round(0.7 * fs))
+        if following in spans:
+            drift = (pr[following] - pr[r]) / (spans[following][0] - onset)
+        else:
+            drift = 0.0
+        t_end = _t_end(x, fs, r, onset, end, bound, (pr[r], drift))
+        if t_end is not None:
+            qts.append((t_end - onset) * 1000 / fs)
+    return _median(qts) if len(qts) >= 3 else None
 
 
 def measure(ecg: Ecg) -> Measurements:
-    """Our R peaks, RR, heart rate and QRS duration. Blocking."""
+    """Our R peaks, RR, heart rate, QRS duration, QT and QTc. Blocking."""
     if not ecg.leads:
         raise EcgError("the ECG has no leads")
     lead = _best_lead(ecg)
@@ -367,10 +473,16 @@ def measure(ecg: Ecg) -> Measurements:
     peaks = detect_r_peaks(lead.millivolts, fs)
     rr = tuple((b - a) * 1000 / fs for a, b in itertools.pairwise(peaks))
     heart_rate = 60_000 / (sum(rr) / len(rr)) if rr else None
+    spans = _qrs_spans(ecg, peaks)
+    qt = _qt_interval(lead, fs, peaks, spans)
+    rr_s = sum(rr) / len(rr) / 1000 if rr else None
     return Measurements(
         lead=lead.label,
         r_peaks=peaks,
         rr_ms=rr,
         heart_rate_bpm=heart_rate,
-        qrs_ms=_qrs_duration(ecg, peaks),
+        qrs_ms=_qrs_duration(spans, fs),
+        qt_ms=qt,
+        qtc_bazett_ms=qt / math.sqrt(rr_s) if qt is not None and rr_s else None,
+        qtc_fridericia_ms=qt / rr_s ** (1 / 3) if qt is not None and rr_s else None,
     )

@@ -245,6 +245,9 @@ class ComputedOut(ResponseModel):
     heart_rate_bpm: float | None
     rr_ms: float | None
     qrs_ms: float | None
+    qt_ms: float | None
+    qtc_bazett_ms: float | None
+    qtc_fridericia_ms: float | None
     lead: str
     r_peaks: list[int]
 
@@ -277,6 +280,9 @@ def ecg_out(ecg: Ecg, m: Measurements) -> EcgOut:
             heart_rate_bpm=m.heart_rate_bpm,
             rr_ms=rr,
             qrs_ms=m.qrs_ms,
+            qt_ms=m.qt_ms,
+            qtc_bazett_ms=m.qtc_bazett_ms,
+            qtc_fridericia_ms=m.qtc_fridericia_ms,
             lead=m.lead,
             r_peaks=list(m.r_peaks),
         ),

@@ -420,6 +420,7 @@ async def test_resumable_upload(api: Api) -> None:
     assert [lead["label"] for lead in ecg["leads"]][:3] == ["I", "II", "III"]
     assert len(ecg["leads"]) == 12
     assert 55 < ecg["computed"]["heart_rate_bpm"] < 67
+    assert abs(ecg["computed"]["qt_ms"] - 368) <= 40  # the machine's QT Interval
     assert any(m["value"] is not None for m in ecg["machine"])
     status, svg = await api.get(
         f"/api/v1/ecg/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}/svg",

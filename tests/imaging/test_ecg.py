@@ -80,6 +80,68 @@ def test_measurements_are_computed_beside_the_machine(ecg: Ecg) -> None:
     assert ecg.machine_measurement("QRS Duration") == 75
 
 
+def test_qt_beside_the_machine(ecg: Ecg) -> None:
+    m = measure(ecg)
+    machine_qt = ecg.machine_measurement("QT Interval")
+    assert machine_qt == 368
+    assert m.qt_ms is not None
+    # ±40 ms: the machine ends T on all 12 leads together, we on lead II alone; QT differs between
+    # leads by 30–50 ms in normal ECGs (here 336–382 ms on the leads other than aVL), and methods
+    # that end T differently (tangent, threshold, a cardiologist's eye) disagree by 10–20 ms more.
+    assert abs(m.qt_ms - machine_qt) <= 40
+    rr_s = sum(m.rr_ms) / len(m.rr_ms) / 1000
+    assert m.qtc_bazett_ms == pytest.approx(m.qt_ms / math.sqrt(rr_s))
+    assert m.qtc_fridericia_ms == pytest.approx(m.qt_ms / rr_s ** (1 / 3))
+    machine_qtc = ecg.machine_measurement("QTc Interval")
+    assert machine_qtc is not None and m.qtc_bazett_ms is not None
+    assert abs(m.qtc_bazett_ms - machine_qtc) <= 40
+
+
+def _synthetic_qt(bpm: float, fs: float, t_at: float, t_mv: float) -> tuple[list[float], float]:
+    """Gaussian QRS (1.2 mV, σ 12 ms) and T (``t_mv``, σ 40 ms, ``t_at`` s after R), mild wander
+    (0.1 mV at 0.2 Hz) and hum; with the QT that the tangent method should find.
+
+    The tangent at a Gaussian's steepest point (peak + σ) meets the baseline at peak + 2σ; the
+    QRS starts where the Gaussian falls under 1% of its height, 3σ = 36 ms before R.
+    """
+    n = round(10 * fs)
+    rr = 60 / bpm
+    beats = [(0.4 + k * rr) for k in range(int(9.5 / rr))]
+    out = []
+    for i in range(n):
+        t = i / fs
+        v = 0.1 * math.sin(2 * math.pi * 0.2 * t) + 0.03 * math.sin(2 * math.pi * 50 * t)
+        for b in beats:
+            dt = t - b
+            if -0.1 < dt < 0.7:
+                v += 1.2 * math.exp(-((dt / 0.012) ** 2) / 2)
+                v += t_mv * math.exp(-(((dt - t_at) / 0.04) ** 2) / 2)
+        out.append(v)
+    return out, (0.036 + t_at + 2 * 0.04) * 1000
+
+
+@pytest.mark.parametrize(
+    ("bpm", "fs", "t_at", "t_mv"),
+    [(50, 500, 0.32, 0.3), (60, 1000, 0.3, -0.25), (75, 250, 0.28, 0.3), (120, 500, 0.2, 0.4)],
+)
+def test_qt_on_a_synthetic_ecg(bpm: float, fs: float, t_at: float, t_mv: float) -> None:
+    signal, qt = _synthetic_qt(bpm, fs, t_at, t_mv)
+    m = measure(Ecg(fs, (Lead("II", tuple(signal)),), (), "RHYTHM"))
+    assert m.qt_ms is not None
+    assert abs(m.qt_ms - qt) <= 20
+    rr_s = 60 / bpm
+    assert m.qtc_bazett_ms is not None and abs(m.qtc_bazett_ms - qt / math.sqrt(rr_s)) <= 25
+    assert m.qtc_fridericia_ms is not None
+    assert abs(m.qtc_fridericia_ms - qt / rr_s ** (1 / 3)) <= 25
+
+
+def test_no_qt_without_t_waves() -> None:
+    signal, _ = _synthetic_qt(60, 500, 0.3, 0.0)  # QRS complexes, no T waves
+    m = measure(Ecg(500, (Lead("II", tuple(signal)),), (), "RHYTHM"))
+    assert len(m.r_peaks) >= 9
+    assert (m.qt_ms, m.qtc_bazett_ms, m.qtc_fridericia_ms) == (None, None, None)
+
+
 def _synthetic(bpm: float, fs: float, seconds: float) -> tuple[list[float], list[int]]:
     """Gaussian QRS (1.2 mV, σ 12 ms) and T (0.3 mV, 300 ms later), baseline wander, hum."""
     n = round(seconds * fs)
@@ -112,6 +174,7 @@ def test_detector_on_a_flat_line() -> None:
     flat = Ecg(500, (Lead("II", (0.0,) * 5000),), (), "RHYTHM")
     m = measure(flat)
     assert (m.r_peaks, m.heart_rate_bpm, m.qrs_ms) == ((), None, None)
+    assert (m.qt_ms, m.qtc_bazett_ms, m.qtc_fridericia_ms) == (None, None, None)
 
 
 def _waveform_file(signal: list[float], fs: float, sensitivity_uv: float, baseline: int) -> bytes:
