@@ -636,7 +636,6 @@ class RecordingConsent(Base):
 
 __all__ = [
     "DICOM",
-    "DicomPatientId",
     "Attachment",
     "AuditEvent",
     "AuthSession",
@@ -650,6 +649,7 @@ __all__ = [
     "ConsultMessage",
     "ConsultStudy",
     "ConsultTransition",
+    "DicomPatientId",
     "Event",
     "EventCursor",
     "Institution",
