@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 import socketio
 
+from signalling.peer import HeadlessPeer
 from tests.conftest import SECRET
 from tests.services import HuizhenProcess, Redis
 
@@ -131,5 +132,70 @@ async def test_events_cross_nodes_through_redis(
     finally:
         if sio.connected:
             await sio.disconnect()
+        a.stop()
+        b.stop()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_video_consult_between_two_nodes(
+    tmp_path: Path, database_url: str, redis_server: Redis
+) -> None:
+    """The station on node A and the specialist on node B hold a video consult: the call's
+    events reach each side's node, the signals cross through Redis, frames flow both ways."""
+    env = {
+        "HUIZHEN_DATABASE_URL": database_url,
+        "HUIZHEN_REDIS_URL": redis_server.url,
+        "HUIZHEN_SECRET_KEY": SECRET,
+        "HUIZHEN_LOG_LEVEL": "WARNING",
+    }
+    a = HuizhenProcess(env={**env, "HUIZHEN_DATA_DIR": str(tmp_path / "a")})
+    b = HuizhenProcess(
+        env={**env, "HUIZHEN_DATA_DIR": str(tmp_path / "b"), "HUIZHEN_MIGRATE_ON_START": "false"}
+    )
+    a.start()
+    b.start()
+    station, expert = HeadlessPeer(a.url), HeadlessPeer(b.url)
+    rang: list[dict[str, Any]] = []
+    ringing = asyncio.Event()
+
+    async def on_event(event: dict[str, Any]) -> None:
+        if event["type"] == "call.ringing":
+            rang.append(event)
+            ringing.set()
+
+    expert.sio.on("event", on_event)
+    try:
+        await station.sign_in("chengguan", "huizhen-demo")
+        await expert.sign_in("consult", "huizhen-demo")
+        await expert.sio.connect(
+            b.url, auth={"token": expert.token}, transports=["websocket"], wait_timeout=10
+        )
+        await expert.sio.call("sync", {"after": 0}, timeout=10)
+        found = await station.api("GET", "/api/v1/patients?name=%E5%BC%A0%E6%A1%82%E5%85%B0")
+        consult = await station.api(
+            "POST",
+            "/api/v1/consults",
+            {"patient_id": found["items"][0]["id"], "centre": "consultation", "question": "视频"},
+        )
+        await expert.api("POST", f"/api/v1/consults/{consult['id']}/claim", {})
+        call = await station.api(
+            "POST", f"/api/v1/consults/{consult['id']}/calls", {"invitee_ids": [expert.user_id]}
+        )
+        async with asyncio.timeout(20):
+            await ringing.wait()  # rung on node A, heard live on node B
+        assert rang[0]["payload"]["call_id"] == call["id"]
+        await expert.accept(call["id"])
+        await station.join(call["id"])
+        await expert.join(call["id"])
+        await station.offer(call["id"])
+        async with asyncio.timeout(30):
+            await expert.answer_next_offer(call["id"])
+            await station.accept_answer()
+            await station.frames(10)
+            await expert.frames(10)
+        assert station.received.video_frames >= 10 and expert.received.video_frames >= 10
+    finally:
+        await station.close()
+        await expert.close()
         a.stop()
         b.stop()
