@@ -141,69 +141,12 @@ def _ingest_in_a_process() -> None:
     archive.ingest = ingest
 
 
-def _metadata_spliced() -> None:
-    """What-if ``HZBENCH_WHATIF=metadata-splice``: WADO-RS metadata answered by splicing the
-    stored JSON texts (compact, as ``json.dumps(..., separators=(",", ":"))`` wrote them) instead
-    of ``json.loads`` of every row and one ``json.dumps`` of the whole answer; BulkDataURI paths
-    are made absolute with a regular expression. The bytes sent are the same."""
-    import re
-
-    from aiohttp import web
-
-    from server import wado
-    from server.dicomhttp import DICOM_JSON, base_url
-
-    bulk = re.compile(r'"BulkDataURI":"([^"]*)"')
-
-    async def metadata(call: Any) -> web.Response:
-        rows = await wado.visible_instances(
-            call,
-            call.path["study"],
-            call.path.get("series"),
-            call.path.get("instance"),
-            with_metadata=True,
-        )
-        await wado._audit_retrieval(call, rows, "metadata")
-        root = base_url(call.request)
-        parts = []
-        for r in rows:
-            prefix = (
-                f"{root}/studies/{r.study_uid}/series/{r.series_uid}"
-                f"/instances/{r.sop_instance_uid}/bulkdata/"
-            )
-
-            def absolute(m: re.Match[str], prefix: str = prefix) -> str:
-                uri = m.group(1)
-                if uri.startswith(("http:", "https:")):
-                    return m.group(0)
-                return f'"BulkDataURI":"{prefix}{uri.replace("/", ".")}"'
-
-            text = bulk.sub(absolute, r.metadata)
-            syntax = f'"00020010":{{"vr":"UI","Value":["{r.transfer_syntax_uid}"]}}}}'
-            parts.append(text[:-1] + ("," if text != "{}" else "") + syntax)
-        body = ("[" + ",".join(parts) + "]").encode()
-        return web.Response(body=body, headers={"Content-Type": DICOM_JSON})
-
-    # The metadata routes hold ``_metadata`` in a closure (``_at_every_level``): swap it there.
-    swapped = 0
-    for route in wado.router.routes:
-        for cell in route.handler.__closure__ or ():
-            if cell.cell_contents is wado._metadata:
-                cell.cell_contents = metadata
-                swapped += 1
-    wado._metadata = metadata
-    if not swapped:
-        raise RuntimeError("metadata-splice: no metadata route found to patch")
-
-
 def main() -> int:
     from server import cli
 
     whatif = set(os.environ.get("HZBENCH_WHATIF", "").split(","))
     if "ingest-process" in whatif:
         _ingest_in_a_process()
-    if "metadata-splice" in whatif:
-        _metadata_spliced()
     out = os.environ.get("HZBENCH_PROFILE")
     if not out:
         return cli.main(["serve"])
