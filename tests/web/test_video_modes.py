@@ -172,12 +172,17 @@ async def test_poor_network_steps_down_by_itself(
                     link.loss = 0.06
                     for page in (station, centre):
                         mode = page.get_by_test_id("call-mode")
-                        await expect(mode).to_have_attribute("data-mode", "low", timeout=60_000)
-                        await expect(page.get_by_test_id("call-mode-notice")).to_have_text(
-                            re.compile(r"网络较差，已自动切换为“低带宽”模式")
+                        # Loss alone asks for 低带宽; on a loaded machine the bitrate estimate may
+                        # also fall under 80 kbit/s, which asks for 仅语音. Either is a step down.
+                        await expect(mode).to_have_attribute(
+                            "data-mode", re.compile(r"^(low|audio)$"), timeout=60_000
                         )
-                        width, height = await page.evaluate(FRAME_SIZE, "small")
-                        assert (width, height) <= (320, 180)
+                        await expect(page.get_by_test_id("call-mode-notice")).to_have_text(
+                            re.compile(r"网络较差，已自动切换为“(低带宽|仅语音)”模式")
+                        )
+                        if await mode.get_attribute("data-mode") == "low":
+                            width, height = await page.evaluate(FRAME_SIZE, "small")
+                            assert (width, height) <= (320, 180)
                     link.loss = 0
                     await station.get_by_test_id("call-hangup").click()
                     station_watch.check()
