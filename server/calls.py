@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import Entry
 from server.consultflow import LIVE_CALL_STATES, CallAction, CallState, advance_call
-from server.consults import display_names, load_consult
+from server.consults import display_names, load_consult, note_in_timeline
 from server.db import guarded_update
 from server.events import user_stream
 from server.models import (
@@ -27,7 +27,6 @@ from server.models import (
     CallRecording,
     Centre,
     Consult,
-    ConsultTransition,
     Institution,
     InstitutionKind,
     Role,
@@ -145,16 +144,12 @@ async def _out(db: AsyncSession, call: VideoCall) -> CallOut:
 
 
 def timeline(call: Call[Any, Any], consult: Consult, action: str, **detail: Any) -> None:
-    call.session.add(
-        ConsultTransition(
-            consult_id=consult.id,
-            action=action,
-            from_state=consult.state.value,
-            to_state=consult.state.value,
-            actor_user_id=call.principal.user_id,
-            at=utcnow(),
-            detail={k: str(v) for k, v in detail.items()},
-        )
+    note_in_timeline(
+        call.session,
+        consult,
+        action,
+        call.principal.user_id,
+        detail={k: str(v) for k, v in detail.items()},
     )
 
 

@@ -24,6 +24,7 @@ from server.consults import (
     ConsultDetail,
     consult_detail,
     load_consult,
+    note_in_timeline,
     requester_streams,
     submit,
     transition,
@@ -34,7 +35,6 @@ from server.keys import ARCHIVE
 from server.models import (
     Consult,
     ConsultStudy,
-    ConsultTransition,
     Institution,
     InstitutionKind,
     Role,
@@ -350,17 +350,13 @@ async def acknowledge_critical(call: Call[NoteBody, None]) -> ConsultDetail:
         raise Conflict("this consult has no critical value waiting")
     since = consult.critical_since
     await guarded_update(call.session, consult, "consult", critical_since=None)
-    call.session.add(
-        ConsultTransition(
-            consult_id=consult.id,
-            action="critical.acknowledge",
-            from_state=consult.state.value,
-            to_state=consult.state.value,
-            actor_user_id=call.principal.user_id,
-            at=utcnow(),
-            note=call.body.note,
-            detail={"critical_since": since.isoformat()},
-        )
+    note_in_timeline(
+        call.session,
+        consult,
+        "critical.acknowledge",
+        call.principal.user_id,
+        note=call.body.note,
+        detail={"critical_since": since.isoformat()},
     )
     await call.audit(
         Entry(

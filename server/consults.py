@@ -185,6 +185,32 @@ def consult_out(consult: Consult, patient: Patient, names: dict[uuid.UUID, str])
     )
 
 
+def note_in_timeline(
+    session: AsyncSession,
+    consult: Consult,
+    action: str,
+    actor_user_id: uuid.UUID | None,
+    *,
+    at: dt.datetime | None = None,
+    note: str = "",
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """A timeline entry that leaves the consult's state as it is (a call, a lab result, an
+    overdue flag...); state changes go through :func:`transition`."""
+    session.add(
+        ConsultTransition(
+            consult_id=consult.id,
+            action=action,
+            from_state=consult.state.value,
+            to_state=consult.state.value,
+            actor_user_id=actor_user_id,
+            at=at or utcnow(),
+            note=note,
+            detail=detail or {},
+        )
+    )
+
+
 def requester_streams(consult: Consult) -> tuple[str, ...]:
     return (
         user_stream(consult.requester_user_id),

@@ -35,7 +35,7 @@ from imaging.lab import LabMessage, LabOrder
 from imaging.mllp import MllpServer, serve_mllp
 from server.audit import Actor, Entry, record
 from server.consultflow import FINAL_STATES
-from server.consults import requester_streams
+from server.consults import note_in_timeline, requester_streams
 from server.db import guarded_update
 from server.events import PendingEvent, centre_stream, event_payload, user_stream
 from server.events import write as write_events
@@ -43,7 +43,6 @@ from server.keys import ANNOUNCE, SESSIONS, SETTINGS
 from server.models import (
     Centre,
     Consult,
-    ConsultTransition,
     Patient,
     Report,
     ReportState,
@@ -178,7 +177,13 @@ async def _file_order(filing: Filing, message: LabMessage, order: LabOrder) -> F
         )
         session.add(report)
     await session.flush()
-    _timeline(filing, consult, "lab.results", results=len(values), report=str(report.id))
+    note_in_timeline(
+        session,
+        consult,
+        "lab.results",
+        filing.user_id,
+        detail={"results": str(len(values)), "report": str(report.id)},
+    )
     entries = [
         Entry(
             action="lab.results",
@@ -202,7 +207,9 @@ async def _file_order(filing: Filing, message: LabMessage, order: LabOrder) -> F
             critical_reminded_at=None,
             critical_reminders=0,
         )
-        _timeline(filing, consult, "lab.critical", report=str(report.id))
+        note_in_timeline(
+            session, consult, "lab.critical", filing.user_id, detail={"report": str(report.id)}
+        )
         entries.append(
             Entry(
                 action="lab.critical",
@@ -227,20 +234,6 @@ async def _file_order(filing: Filing, message: LabMessage, order: LabOrder) -> F
         report_version=report.version,
         results=len(values),
         critical=critical,
-    )
-
-
-def _timeline(filing: Filing, consult: Consult, action: str, **detail: Any) -> None:
-    filing.session.add(
-        ConsultTransition(
-            consult_id=consult.id,
-            action=action,
-            from_state=consult.state.value,
-            to_state=consult.state.value,
-            actor_user_id=filing.user_id,
-            at=utcnow(),
-            detail={k: str(v) for k, v in detail.items()},
-        )
     )
 
 

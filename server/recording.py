@@ -38,7 +38,7 @@ from server.calls import (
     timeline,
 )
 from server.consultflow import CallState
-from server.consults import display_names
+from server.consults import display_names, note_in_timeline
 from server.db import unit_of_work
 from server.events import PendingEvent, user_stream
 from server.keys import ANNOUNCE, BLOBS, SECRET, SESSIONS, SETTINGS
@@ -47,7 +47,6 @@ from server.models import (
     CallParticipant,
     CallRecording,
     Consult,
-    ConsultTransition,
     RecordingConsent,
     User,
     VideoCall,
@@ -516,16 +515,13 @@ class Recordings:
                 rec.state, rec.attachment_id = "saved", attachment.id
                 detail["attachment_id"] = str(attachment.id)
                 kind = "call.recording_saved"
-            db.add(
-                ConsultTransition(
-                    consult_id=consult.id,
-                    action="call.record_saved" if size else "call.record_failed",
-                    from_state=consult.state.value,
-                    to_state=consult.state.value,
-                    actor_user_id=job.recorder_id,
-                    at=now,
-                    detail=detail,
-                )
+            note_in_timeline(
+                db,
+                consult,
+                "call.record_saved" if size else "call.record_failed",
+                job.recorder_id,
+                at=now,
+                detail=detail,
             )
             payload = call_payload(video, consult.centre, recording_id=str(rec.id))
             if rec.attachment_id:

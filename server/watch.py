@@ -34,13 +34,13 @@ from server.consultflow import (
     ConsultState,
     advance_call,
 )
+from server.consults import note_in_timeline
 from server.db import unit_of_work
 from server.events import PendingEvent
 from server.keys import ANNOUNCE, SESSIONS, SETTINGS
 from server.models import (
     CallParticipant,
     Consult,
-    ConsultTransition,
     Institution,
     InstitutionKind,
     VideoCall,
@@ -107,17 +107,7 @@ async def _unanswered_calls(
         done += 1
         consult = await db.get(Consult, video.consult_id)
         if consult is not None:
-            db.add(
-                ConsultTransition(
-                    consult_id=consult.id,
-                    action="call.timeout",
-                    from_state=consult.state.value,
-                    to_state=consult.state.value,
-                    actor_user_id=None,
-                    at=utcnow(),
-                    detail={"call_id": str(video.id)},
-                )
-            )
+            note_in_timeline(db, consult, "call.timeout", None, detail={"call_id": str(video.id)})
         people = await db.scalars(
             select(CallParticipant.user_id).where(CallParticipant.call_id == video.id)
         )
@@ -158,16 +148,13 @@ async def _overdue(db: AsyncSession, now: dt.datetime, pending: list[PendingEven
         if result.rowcount != 1:  # type: ignore[attr-defined]
             continue  # another node flagged it
         flagged += 1
-        db.add(
-            ConsultTransition(
-                consult_id=consult.id,
-                action="overdue",
-                from_state=consult.state.value,
-                to_state=consult.state.value,
-                actor_user_id=None,
-                at=now,
-                detail={"due_at": consult.due_at.isoformat() if consult.due_at else None},
-            )
+        note_in_timeline(
+            db,
+            consult,
+            "overdue",
+            None,
+            at=now,
+            detail={"due_at": consult.due_at.isoformat() if consult.due_at else None},
         )
         streams = [events.coordinator_stream(consult.centre), events.centre_stream(consult.centre)]
         if consult.assignee_user_id is not None:
