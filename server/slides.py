@@ -82,12 +82,12 @@ _pyramids = _Pyramids()
 
 
 async def _pyramid(call: Call[None, None]) -> tuple[Pyramid, list[Row[Any]]]:
-    rows = await visible_instances(
-        call, call.path["study"], call.path["series"], with_metadata=True
-    )
     series = call.path["series"]
+    rows = await visible_instances(call, call.path["study"], series)
     pyramid = _pyramids.get(series, len(rows))
     if pyramid is None:
+        # Only a cache miss reads the instances' metadata (a tile request must stay cheap).
+        rows = await visible_instances(call, call.path["study"], series, with_metadata=True)
         try:
             pyramid = await asyncio.to_thread(build_pyramid, [json.loads(r.metadata) for r in rows])
         except WsiError as exc:
