@@ -87,21 +87,18 @@ def _install(*, with_cprofile: bool) -> None:
     archive.ingest = _timed_sync(
         "stow: ingest (parse, check, JSON model)", archive.ingest, profile=with_cprofile
     )
-    archive._sync_close = _timed_sync(
-        "stow: flush + fsync", archive._sync_close, profile=with_cprofile
-    )
+    archive._sync = _timed_sync("stow: fsync", archive._sync, profile=with_cprofile)
     LocalInstanceStore.adopt = _timed_sync(  # type: ignore[method-assign]
         "stow: adopt (rename into place)", LocalInstanceStore.adopt, profile=with_cprofile
     )
     archive.Archive.receive = _timed_async(  # type: ignore[method-assign]
-        "stow: receive (stream part to tmp, hash, fsync)", archive.Archive.receive
+        "stow: receive (stream part to tmp, hash)", archive.Archive.receive
     )
     archive.Archive.accept = _timed_async(  # type: ignore[method-assign]
-        "stow: accept (ingest, adopt, patient, index)", archive.Archive.accept
+        "stow: accept (ingest, fsync, adopt, index)", archive.Archive.accept
     )
-    archive._patient_for = _timed_async("stow: patient look-up", archive._patient_for)
     archive.DicomIndex.add = _timed_async(  # type: ignore[method-assign]
-        "stow: index add (savepoint, 3 selects, 3 inserts, 2 updates)", archive.DicomIndex.add
+        "stow: index add (1 select, 1 insert, 2 updates)", archive.DicomIndex.add
     )
     dicomweb.search = _timed_async("qido: search (SQL + JSON model)", dicomweb.search)
     dicomweb.dicom_json = functools.partial(
@@ -109,7 +106,6 @@ def _install(*, with_cprofile: bool) -> None:
     )
     wado.visible_instances = _timed_async("wado: visible_instances (SQL)", wado.visible_instances)
     wado._audit_retrieval = _timed_async("wado: audit row", wado._audit_retrieval)
-    wado.dicom_json = functools.partial(_timed_json, "wado: dicom_json", wado.dicom_json)
     AsyncSession.commit = _timed_async("session commit (all)", AsyncSession.commit)  # type: ignore[method-assign]
 
 

@@ -34,14 +34,16 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    case,
     delete,
     func,
-    insert,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from imaging.ingest import Instance
 
@@ -148,6 +150,21 @@ def person_name_groups(meta: Mapping[str, Any], tag: str) -> tuple[str, str, str
     )
 
 
+def _insert_or_nothing(session: AsyncSession, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """INSERT … ON CONFLICT DO NOTHING in the session's dialect (PostgreSQL or SQLite)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"no ON CONFLICT for {dialect}")
+
+
+def _rowcount(result: Result[Any]) -> int:
+    assert isinstance(result, CursorResult)
+    return result.rowcount
+
+
 def _subset(meta: Mapping[str, Any], tags: Sequence[str]) -> str:
     return json.dumps({t: meta[t] for t in tags if t in meta}, ensure_ascii=False)
 
@@ -237,26 +254,28 @@ class DicomIndex:
         sha256: str,
         size: int,
         owner_id: uuid.UUID,
-        patient_ref: uuid.UUID | None = None,
+        patient_ref: uuid.UUID | ColumnElement[Any] | None = None,
     ) -> AddOutcome:
         """Index one stored instance, idempotently by SOP Instance UID.
 
-        Runs in a savepoint: a concurrent writer of the same instance, series or study makes this
-        one look again rather than fail the caller's transaction.
+        A new instance of a known series costs four statements: one look-up, the instance row
+        and the two counters. Rows go in with ``ON CONFLICT DO NOTHING`` and nothing is written
+        before the checks that can refuse, so a concurrent writer of the same study, series or
+        instance makes this one look again instead of failing the caller's transaction (no
+        savepoint needed). ``patient_ref`` may be a SQL expression (a scalar subquery of the
+        caller's), evaluated only where it is written: the caller's look-up costs no round trip.
         """
         for _attempt in range(3):
-            try:
-                async with session.begin_nested():
-                    return await self._add(
-                        session,
-                        instance,
-                        sha256=sha256,
-                        size=size,
-                        owner_id=owner_id,
-                        patient_ref=patient_ref,
-                    )
-            except IntegrityError:
-                continue  # someone else inserted a row first: look again
+            outcome = await self._add(
+                session,
+                instance,
+                sha256=sha256,
+                size=size,
+                owner_id=owner_id,
+                patient_ref=patient_ref,
+            )
+            if outcome is not None:
+                return outcome
         return AddOutcome.CONFLICT
 
     async def _add(
@@ -267,32 +286,40 @@ class DicomIndex:
         sha256: str,
         size: int,
         owner_id: uuid.UUID,
-        patient_ref: uuid.UUID | None,
-    ) -> AddOutcome:
+        patient_ref: uuid.UUID | ColumnElement[Any] | None,
+    ) -> AddOutcome | None:
+        """One attempt; None when a concurrent writer got in first (look again)."""
         s, se, i = self.studies, self.series, self.instances
-        existing = (
+        same_sop = i.c.sop_instance_uid == inst.instance_uid
+        this_study = s.c.study_uid == inst.study_uid
+        seen = (
             await session.execute(
-                select(i.c.sha256, s.c.owner_id)
-                .join(s, s.c.study_uid == i.c.study_uid)
-                .where(i.c.sop_instance_uid == inst.instance_uid)
+                select(
+                    select(i.c.sha256).where(same_sop).scalar_subquery().label("sha256"),
+                    select(s.c.owner_id)
+                    .join(i, i.c.study_uid == s.c.study_uid)
+                    .where(same_sop)
+                    .scalar_subquery()
+                    .label("instance_owner"),
+                    select(s.c.owner_id).where(this_study).scalar_subquery().label("study_owner"),
+                    select(se.c.series_uid)
+                    .where(se.c.series_uid == inst.series_uid)
+                    .scalar_subquery()
+                    .label("series_uid"),
+                )
             )
-        ).first()
-        if existing is not None:
-            same = existing.sha256 == sha256 and existing.owner_id == owner_id
+        ).one()
+        if seen.sha256 is not None:
+            same = seen.sha256 == sha256 and seen.instance_owner == owner_id
             return AddOutcome.ALREADY_STORED if same else AddOutcome.CONFLICT
+        if seen.study_owner is not None and seen.study_owner != owner_id:
+            return AddOutcome.CONFLICT
         meta = inst.metadata
         now = utcnow()
-        study = (
-            await session.execute(
-                select(s.c.owner_id, s.c.modalities).where(s.c.study_uid == inst.study_uid)
-            )
-        ).first()
-        if study is not None and study.owner_id != owner_id:
-            return AddOutcome.CONFLICT
-        if study is None:
+        if seen.study_owner is None:
             alpha, ideo, phon = person_name_groups(meta, "00100010")
-            await session.execute(
-                insert(s).values(
+            created = await session.execute(
+                _insert_or_nothing(session, s).values(
                     study_uid=inst.study_uid,
                     owner_id=owner_id,
                     patient_ref=patient_ref,
@@ -315,15 +342,12 @@ class DicomIndex:
                     updated_at=now,
                 )
             )
-            modalities = " "
-        else:
-            modalities = study.modalities
-        series_exists = (
-            await session.execute(select(se.c.series_uid).where(se.c.series_uid == inst.series_uid))
-        ).first()
-        if series_exists is None:
-            await session.execute(
-                insert(se).values(
+            if _rowcount(created) != 1:
+                return None  # created meanwhile, perhaps by another institution: look again
+        new_series = False
+        if seen.series_uid is None:
+            created = await session.execute(
+                _insert_or_nothing(session, se).values(
                     series_uid=inst.series_uid,
                     study_uid=inst.study_uid,
                     modality=inst.modality[:16],
@@ -335,8 +359,9 @@ class DicomIndex:
                     created_at=now,
                 )
             )
-        await session.execute(
-            insert(i).values(
+            new_series = _rowcount(created) == 1
+        created = await session.execute(
+            _insert_or_nothing(session, i).values(
                 sop_instance_uid=inst.instance_uid,
                 series_uid=inst.series_uid,
                 study_uid=inst.study_uid,
@@ -352,25 +377,31 @@ class DicomIndex:
                 created_at=now,
             )
         )
+        if _rowcount(created) != 1:
+            return None  # the same instance arrived meanwhile: look again
         await session.execute(
             update(se)
             .where(se.c.series_uid == inst.series_uid)
             .values(instance_count=se.c.instance_count + 1)
         )
-        modality = inst.modality.strip()
-        if modality and f" {modality} " not in modalities:
-            modalities = f"{modalities}{modality} "
-        await session.execute(
-            update(s)
-            .where(s.c.study_uid == inst.study_uid)
-            .values(
-                instance_count=s.c.instance_count + 1,
-                series_count=s.c.series_count + (1 if series_exists is None else 0),
-                modalities=modalities[:200],
-                updated_at=now,
-                **({"patient_ref": patient_ref} if patient_ref is not None else {}),
+        study_values: dict[str, Any] = {
+            "instance_count": s.c.instance_count + 1,
+            "series_count": s.c.series_count + (1 if new_series else 0),
+            "updated_at": now,
+        }
+        modality = inst.modality.strip()[:16]
+        if modality:  # appended in SQL, so that concurrent writers of one study lose none
+            study_values["modalities"] = case(
+                (
+                    s.c.modalities.contains(f" {modality} ", autoescape=True)
+                    | (func.length(s.c.modalities) + len(modality) + 1 > 200),
+                    s.c.modalities,
+                ),
+                else_=s.c.modalities + f"{modality} ",
             )
-        )
+        if patient_ref is not None:
+            study_values["patient_ref"] = func.coalesce(patient_ref, s.c.patient_ref)
+        await session.execute(update(s).where(this_study).values(**study_values))
         return AddOutcome.STORED
 
     async def remove(

@@ -1,9 +1,10 @@
 """The DICOM archive: how an instance gets in, whichever door it came through.
 
 STOW-RS parts, resumable uploads and DIMSE C-STOREs all end here: the bytes stream to a
-temporary file while hashed (never held whole in memory), :func:`imaging.ingest.ingest` checks
-them in a worker thread, the file moves to its content address, and the index row is written in
-the caller's transaction. An instance refused at any step leaves no file and no row behind.
+temporary file while hashed (never held whole in memory); in one trip to a worker thread
+:func:`imaging.ingest.ingest` checks them, the file is synced and moves to its content address;
+then the index row is written in the caller's transaction. An instance refused at any step
+leaves no file and no row behind.
 
 Linking: a study is tied to a patient when its Patient ID is the national ID of a patient known
 at the sending institution, or when it is attached to a consult (whose patient it then is). The
@@ -23,10 +24,11 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from imaging.index import AddOutcome, DicomIndex
 from imaging.ingest import IngestError, Instance, ingest
@@ -50,7 +52,7 @@ class Verdict(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """A file streamed in and synced, not yet checked."""
+    """A file streamed in, not yet checked nor synced."""
 
     path: Path
     sha256: str
@@ -91,7 +93,7 @@ class Archive:
 
     async def receive(self, chunks: AsyncIterator[bytes]) -> Received:
         """Stream ``chunks`` to a temporary file, hashing as they come; over the limit or
-        broken off, nothing is left behind."""
+        broken off, nothing is left behind. The file is synced when accepted, not here."""
         tmp = self.store.temp_path()
         digest = hashlib.sha256()
         size = 0
@@ -102,8 +104,8 @@ class Archive:
                 if size > self.max_instance_bytes:
                     raise TooLarge(self.max_instance_bytes)
                 digest.update(chunk)
-                fh.write(chunk)  # page-cache writes; the sync below is what can wait
-            await asyncio.to_thread(_sync_close, fh)
+                fh.write(chunk)  # page-cache writes; accept() syncs what it keeps
+            fh.close()
         except BaseException:
             fh.close()
             tmp.unlink(missing_ok=True)
@@ -137,35 +139,38 @@ class Archive:
         owner_id: uuid.UUID,
         expect_study_uid: str | None = None,
     ) -> Accepted:
-        """Check, place and index one received file in the caller's transaction."""
+        """Check, place and index one received file in the caller's transaction.
+
+        One trip to a worker thread checks the file (:func:`imaging.ingest.ingest`), syncs it and
+        moves it to its content address; then the index row is written, with the patient
+        look-up folded into the index's own statements as a subquery.
+        """
         try:
-            instance = await asyncio.to_thread(ingest, received.path)
+            instance = await asyncio.to_thread(
+                self._check_and_place, received, expect_study_uid=expect_study_uid
+            )
         except IngestError as exc:
-            received.path.unlink(missing_ok=True)
             return Accepted(
                 Verdict.REFUSED,
                 reason=FAILURE_CANNOT_UNDERSTAND,
                 code=f"dicom-{exc.code}",
                 message=exc.message,
             )
-        if expect_study_uid is not None and instance.study_uid != expect_study_uid:
-            received.path.unlink(missing_ok=True)
+        except _WrongStudy as exc:
             return Accepted(
                 Verdict.REFUSED,
-                instance,
+                exc.instance,
                 reason=FAILURE_DOES_NOT_MATCH,
                 code="study-mismatch",
                 message="the instance belongs to another study than the one in the URL",
             )
-        await asyncio.to_thread(self.store.adopt, received.path, received.sha256, received.size)
-        patient_ref = await _patient_for(session, instance, owner_id)
         outcome = await self.index.add(
             session,
             instance,
             sha256=received.sha256,
             size=received.size,
             owner_id=owner_id,
-            patient_ref=patient_ref,
+            patient_ref=_patient_of(instance, owner_id),
         )
         if outcome is AddOutcome.CONFLICT:
             # The file stays: content-addressed, it may be another instance's bytes too.
@@ -179,6 +184,19 @@ class Archive:
         verdict = Verdict.STORED if outcome is AddOutcome.STORED else Verdict.ALREADY_STORED
         return Accepted(verdict, instance)
 
+    def _check_and_place(self, received: Received, *, expect_study_uid: str | None) -> Instance:
+        """Blocking: ingest, then sync and adopt the file; a refused file is removed."""
+        try:
+            instance = ingest(received.path)
+            if expect_study_uid is not None and instance.study_uid != expect_study_uid:
+                raise _WrongStudy(instance)
+            _sync(received.path)
+        except BaseException:
+            received.path.unlink(missing_ok=True)
+            raise
+        self.store.adopt(received.path, received.sha256, received.size)
+        return instance
+
     def discard(self, received: Received) -> None:
         received.path.unlink(missing_ok=True)
 
@@ -186,36 +204,44 @@ class Archive:
         return self.store.path(sha256)
 
 
-def _sync_close(fh: BinaryIO) -> None:
+class _WrongStudy(Exception):
+    def __init__(self, instance: Instance) -> None:
+        super().__init__("another study")
+        self.instance = instance
+
+
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        fh.flush()
-        os.fsync(fh.fileno())
+        os.fsync(fd)
     finally:
-        fh.close()
+        os.close(fd)
 
 
-async def _patient_for(
-    session: AsyncSession, instance: Instance, owner_id: uuid.UUID
-) -> uuid.UUID | None:
+def _patient_of(instance: Instance, owner_id: uuid.UUID) -> ColumnElement[Any] | None:
     """The patient whose national ID is the instance's Patient ID, if known at the sender; else
-    the one the sender's modalities call by this Patient ID (learnt from an earlier study)."""
+    the one the sender's modalities call by this Patient ID (learnt from an earlier study). A SQL
+    expression: the index evaluates it in the statement that writes it."""
     dicom_id = instance.patient_id.strip()
     if not dicom_id:
         return None
-    if len(dicom_id) == 18:
-        found = (
-            await session.execute(
-                select(Patient.id)
-                .join(PatientLink, PatientLink.patient_id == Patient.id)
-                .where(
-                    Patient.national_id == dicom_id.upper(), PatientLink.institution_id == owner_id
-                )
-            )
-        ).scalar_one_or_none()
-        if found is not None:
-            return found
-    mapped = await session.get(DicomPatientId, (owner_id, dicom_id[:64]))
-    return mapped.patient_id if mapped is not None else None
+    learnt = (
+        select(DicomPatientId.patient_id)
+        .where(
+            DicomPatientId.institution_id == owner_id,
+            DicomPatientId.dicom_patient_id == dicom_id[:64],
+        )
+        .scalar_subquery()
+    )
+    if len(dicom_id) != 18:
+        return learnt
+    by_national_id = (
+        select(Patient.id)
+        .join(PatientLink, PatientLink.patient_id == Patient.id)
+        .where(Patient.national_id == dicom_id.upper(), PatientLink.institution_id == owner_id)
+        .scalar_subquery()
+    )
+    return func.coalesce(by_national_id, learnt)
 
 
 async def link_to_consult(
