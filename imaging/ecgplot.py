@@ -136,9 +136,17 @@ def _header(ecg: Ecg, m: Measurements | None, margin: float) -> str:
             + " / ".join(ecg.statements)
         )
     if m is not None:
-        hr = f"HR {m.heart_rate_bpm:.0f} bpm" if m.heart_rate_bpm is not None else "HR —"
-        qrs = f"QRS {m.qrs_ms:.0f} ms" if m.qrs_ms is not None else "QRS —"
-        lines.append(f"Computed (lead {m.lead}): {hr}, {qrs}, {len(m.r_peaks)} beats")
+        # Ours, on a line of their own under the machine's: never in their place.
+        computed = ", ".join(
+            f"{name} {value:.0f}{unit}" if value is not None else f"{name} —"
+            for name, value, unit in (
+                ("HR", m.heart_rate_bpm, " bpm"),
+                ("QRS", m.qrs_ms, " ms"),
+                ("QT", m.qt_ms, " ms"),
+                ("QTc (Bazett)", m.qtc_bazett_ms, " ms"),
+            )
+        )
+        lines.append(f"Computed (lead {m.lead}): {computed}, {len(m.r_peaks)} beats")
     texts = "".join(
         f'<text x="{margin:.0f}" y="{margin * 0.5 + 3.5 * i:.1f}">{escape(line)}</text>'
         for i, line in enumerate(lines)

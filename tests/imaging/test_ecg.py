@@ -273,3 +273,35 @@ def test_svg_page(ecg: Ecg) -> None:
     text = "".join(t.text or "" for t in root.iter(f"{SVG}text"))
     assert "RITMO SINUSALE" in text and "Computed (lead II): HR 61 bpm" in text
     assert "QRS 75" in text  # the machine's value, shown beside ours
+
+
+def _header_lines(svg: str) -> list[str]:
+    root = ET.fromstring(svg)  # noqa: S314 (our own output)
+    (header,) = [g for g in root.iter(f"{SVG}g") if g.get("id") == "header"]
+    return [t.text or "" for t in header.iter(f"{SVG}text")]
+
+
+def test_svg_header_shows_our_qt_beside_the_machines(ecg: Ecg) -> None:
+    m = measure(ecg)
+    assert m.qt_ms is not None and m.qtc_bazett_ms is not None
+    _, machine, computed = _header_lines(render_svg(ecg, m))
+    # The machine's QT and QTc stay on its own line, as it measured them.
+    assert machine.startswith("Machine: ") and "QT 368, QTc 370;" in machine
+    # Ours beside them, labelled as computed, with the formula named.
+    assert computed == (
+        f"Computed (lead II): HR 61 bpm, QRS 76 ms, QT {m.qt_ms:.0f} ms, "
+        f"QTc (Bazett) {m.qtc_bazett_ms:.0f} ms, {len(m.r_peaks)} beats"
+    )
+    assert round(m.qt_ms) != 368  # ours differ from the machine's: the test tells them apart
+    # Without the measurements, only the machine speaks.
+    assert [line.split(":")[0] for line in _header_lines(render_svg(ecg))] == [
+        "25 mm/s  10 mm/mV  1000 Hz",
+        "Machine",
+    ]
+
+
+def test_svg_header_without_t_waves_says_so() -> None:
+    signal, _ = _synthetic_qt(60, 500, 0.3, 0.0)  # QRS complexes, no T waves: no QT
+    ecg = Ecg(500, (Lead("II", tuple(signal)),), (), "RHYTHM")
+    *_, computed = _header_lines(render_svg(ecg, measure(ecg)))
+    assert "QT —, QTc (Bazett) —," in computed
