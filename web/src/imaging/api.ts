@@ -67,9 +67,10 @@ export function seriesMetadata(s: SeriesRef, signal?: AbortSignal): Promise<Dico
   return dicomJson(`${seriesPath(s)}/metadata`, signal)
 }
 
-/** QIDO-RS instances of a series with what a plain image stack needs: number and frames. */
+/** QIDO-RS instances of a series with what a plain image stack needs: number, frames, cine rate. */
 export function seriesInstances(s: SeriesRef, signal?: AbortSignal): Promise<DicomJson[]> {
-  return dicomJson(`${seriesPath(s)}/instances?includefield=00200013&includefield=00280008&includefield=00281050&includefield=00281051`, signal)
+  const fields = [TAG.instanceNumber, TAG.numberOfFrames, TAG.windowCenter, TAG.windowWidth, TAG.cineRate, TAG.recommendedFrameRate, TAG.frameTime]
+  return dicomJson(`${seriesPath(s)}/instances?${fields.map((f) => `includefield=${f}`).join('&')}`, signal)
 }
 
 /** A DICOM ECG instance, or an attached HL7 aECG: the server answers both alike. */
@@ -108,6 +109,9 @@ export const TAG = {
   imagePosition: '00200032',
   windowCenter: '00281050',
   windowWidth: '00281051',
+  cineRate: '00180040',
+  recommendedFrameRate: '00082144',
+  frameTime: '00181063',
 } as const
 
 export interface StackEntry {
@@ -137,6 +141,37 @@ export function stackOrder(instances: DicomJson[]): StackEntry[] {
     for (let f = 1; f <= frames; f++) out.push({ instanceUid: uid, frame: f })
   }
   return out
+}
+
+/** A series that is one multi-frame instance (an ultrasound or angiography loop, a cardiac cine). */
+export function isCineLoop(instances: DicomJson[]): boolean {
+  const [only] = instances
+  return instances.length === 1 && only !== undefined && (num(only, TAG.numberOfFrames) ?? 1) > 1
+}
+
+/**
+ * The rate, in frames per second, at which the series asks to be played: Cine Rate, else the
+ * Recommended Display Frame Rate, else one frame per Frame Time. Null if none says.
+ */
+export function cineRate(instances: DicomJson[]): number | null {
+  for (const ds of instances) {
+    const rate = num(ds, TAG.cineRate) ?? num(ds, TAG.recommendedFrameRate)
+    if (rate !== null && rate > 0) return rate
+    const ms = num(ds, TAG.frameTime)
+    if (ms !== null && ms > 0) return 1000 / ms
+  }
+  return null
+}
+
+/** The cine speed to start at: the series' own rate as whole frames per second within 1–`max`, else `fallback`. */
+export function startingFps(instances: DicomJson[], fallback: number, max: number): number {
+  const own = cineRate(instances)
+  return own === null ? fallback : Math.max(1, Math.min(max, Math.round(own)))
+}
+
+/** The cine speeds offered: the usual ones and the one chosen, in order. */
+export function fpsChoices(usual: readonly number[], chosen: number): number[] {
+  return [...new Set([...usual, chosen])].sort((a, b) => a - b)
 }
 
 function ds3(ds: DicomJson): number | null {
