@@ -5,10 +5,11 @@ them beside its report and signs it.
 slices and pydicom's 12-lead ECG (fresh UIDs). 心电 郑医生 claims the consult and opens the
 reading room: the CT is drawn by Cornerstone3D (the canvas holds a real image, and dragging the
 window/level changes its pixels), scrolls, takes the lung preset, and shows the server's JPEGs in
-low-bandwidth mode. The ECG is drawn on paper; the calipers measure 25 mm as 1000 ms (60 bpm) and
-10 mm as 1 mV. "Fill from ECG" puts the machine's measurements (and our QRS, chosen over the
-machine's) and statements into the form; the report is signed with them. The station sees the
-same studies, read-only.
+low-bandwidth mode. The ECG is drawn on paper with our QT and QTc (Bazett) beside the machine's;
+the calipers measure 25 mm as 1000 ms (60 bpm) and 10 mm as 1 mV. "Fill from ECG" offers our QT
+and QTc too, but puts the machine's measurements (and our QRS, chosen over the machine's) and
+statements into the form; the report is signed with them. The station sees the same studies,
+read-only.
 """
 
 from __future__ import annotations
@@ -183,6 +184,14 @@ async def test_station_uploads_ct_and_ecg_and_the_ecg_centre_reads_and_signs(
             await expect(paper.locator("path[data-lead]")).to_have_count(13)  # 3×4 + rhythm
             values = specialist.get_by_test_id("ecg-values")
             await expect(values.get_by_test_id("ecg-value-qrs_ms")).to_contain_text("75")
+            # Our QT and QTc (Bazett) beside the machine's 368 and 370 ms, never in their place.
+            for key, machine, ours in (("qt_ms", "368", "371"), ("qtc_ms", "370", "374")):
+                row = values.get_by_test_id(f"ecg-value-{key}")
+                await expect(row.locator("[data-col=machine]")).to_have_text(machine)
+                await expect(row.locator("[data-col=computed]")).to_have_text(ours)
+            await expect(specialist.get_by_test_id("ecg-qtc-note")).to_have_text(
+                "本系统的 QTc 按 Bazett 公式（QT/√RR）计算；按 Fridericia 公式（QT/∛RR）为 373 ms。"
+            )
             await expect(specialist.get_by_test_id("ecg-statements")).to_contain_text(
                 "RITMO SINUSALE"
             )
@@ -217,6 +226,11 @@ async def test_station_uploads_ct_and_ecg_and_the_ecg_centre_reads_and_signs(
             qrs = dialog.get_by_test_id("fill-row-qrs_ms")
             await expect(qrs.locator("[data-col=machine]")).to_have_text("75")
             await expect(qrs.locator("[data-col=computed]")).to_have_text("76")
+            qt = dialog.get_by_test_id("fill-row-qt_ms")
+            await expect(qt.locator("[data-col=machine]")).to_have_text("368")
+            await expect(qt.locator("[data-col=computed]")).to_have_text("371")
+            qtc = dialog.get_by_test_id("fill-row-qtc_ms")
+            await expect(qtc.locator("[data-col=computed]")).to_have_text("374")
             # The reader keeps our QRS rather than the machine's.
             await dialog.get_by_test_id("fill-computed-qrs_ms").click()
             await dialog.get_by_test_id("fill-confirm").click()

@@ -80,6 +80,8 @@ const imaging: typeof imagingZh = {
     statements: "Machine's statements",
     noStatements: 'None',
     rPeaks: 'R peaks (computed)',
+    qtcBazett: "Our QTc is Bazett's (QT/√RR).",
+    qtcNote: "Our QTc is Bazett's (QT/√RR); Fridericia's (QT/∛RR) gives {ms} ms.",
     lead: 'Lead {lead}',
     rows: {
       hr_bpm: 'Heart rate (bpm)',

@@ -79,6 +79,8 @@ const imaging = {
     statements: '机器诊断',
     noStatements: '无',
     rPeaks: 'R 波（本系统检出）',
+    qtcBazett: '本系统的 QTc 按 Bazett 公式（QT/√RR）计算。',
+    qtcNote: '本系统的 QTc 按 Bazett 公式（QT/√RR）计算；按 Fridericia 公式（QT/∛RR）为 {ms} ms。',
     lead: '导联 {lead}',
     rows: {
       hr_bpm: '心率（次/分）',

@@ -149,7 +149,14 @@ export interface EcgFill {
 
 export function fillRows(data: EcgData): FillRow[] {
   const c = data.computed
-  const computed: Partial<Record<FillKey, number | null>> = { hr_bpm: c.heart_rate_bpm, rr_ms: c.rr_ms, qrs_ms: c.qrs_ms }
+  // Our QTc is Bazett's (the viewer says so, and gives Fridericia's beside it).
+  const computed: Partial<Record<FillKey, number | null>> = {
+    hr_bpm: c.heart_rate_bpm,
+    rr_ms: c.rr_ms,
+    qrs_ms: c.qrs_ms,
+    qt_ms: c.qt_ms,
+    qtc_ms: c.qtc_bazett_ms,
+  }
   return FILL_KEYS.map((key) => ({ key, machine: machineValue(data.machine, key), computed: computed[key] ?? null }))
 }
 

@@ -50,6 +50,11 @@ export interface EcgComputed {
   heart_rate_bpm: number | null
   rr_ms: number | null
   qrs_ms: number | null
+  /** Median QT over the beats, QRS onset to T end (ms). */
+  qt_ms: number | null
+  /** QTc by Bazett (QT/√RR) and by Fridericia (QT/∛RR), RR the mean interval. */
+  qtc_bazett_ms: number | null
+  qtc_fridericia_ms: number | null
   lead: string
   r_peaks: number[]
 }
