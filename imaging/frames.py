@@ -68,6 +68,9 @@ IMPLICIT_VR_LE: Final = "1.2.840.10008.1.2"
 EXPLICIT_VR_BE: Final = "1.2.840.10008.1.2.2"
 DEFLATED_LE: Final = "1.2.840.10008.1.2.1.99"
 ENCAPSULATED_UNCOMPRESSED: Final = "1.2.840.10008.1.2.1.98"
+#: Process 2 & 4: 12-bit samples are decoded only by libjpeg (pylibjpeg-libjpeg, GPL-3.0), which
+#: is an opt-in extra (``codecs-gpl``); GDCM and Pillow decode the rest of the JPEG family.
+JPEG_EXTENDED: Final = "1.2.840.10008.1.2.4.51"
 # MPEG-2, MPEG-4 AVC/H.264 and HEVC/H.265: one stream, no frame can be cut out of it.
 _VIDEO_PREFIX: Final = "1.2.840.10008.1.2.4.10"
 
@@ -423,6 +426,12 @@ class PixelSource:
         if not decoder.is_available:
             missing = "; ".join(decoder.missing_dependencies)
             raise FrameError("unsupported", f"no decoder installed for {ts} ({missing})")
+        twelve_bit = _attr_int(self.dataset, "BitsStored", 8) > 8
+        if ts == JPEG_EXTENDED and twelve_bit and not _has_libjpeg():
+            raise FrameError(
+                "unsupported",
+                "12-bit JPEG Extended needs pylibjpeg-libjpeg (GPL-3.0, the codecs-gpl extra)",
+            )
         options = as_pixel_options(self.dataset)
         options.pop("extended_offsets", None)
         options.update(
@@ -443,6 +452,14 @@ class PixelSource:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _has_libjpeg() -> bool:
+    try:
+        import libjpeg  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _at_pixel_data(tag: BaseTag, _vr: str | None, _length: int) -> bool:

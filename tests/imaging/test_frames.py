@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import sys
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
@@ -291,6 +292,20 @@ def test_undecodable_transfer_syntax_is_unsupported(tmp_path: Path) -> None:
     with pytest.raises(FrameError) as caught:
         decode_frame(path, 1)
     assert caught.value.code == "unsupported"
+
+
+def test_twelve_bit_jpeg_without_the_gpl_decoder_is_unsupported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pylibjpeg-libjpeg is an opt-in extra (GPL-3.0): without it a 12-bit JPEG Extended frame is
+    a clear 406, not a decoding failure; the frame as stored is still served."""
+    monkeypatch.setitem(sys.modules, "libjpeg", None)  # as if the extra were not installed
+    path = bundled("JPGExtended.dcm")
+    with pytest.raises(FrameError) as caught:
+        decode_frame(path, 1)
+    assert (caught.value.code, caught.value.status) == ("unsupported", 406)
+    assert "codecs-gpl" in caught.value.message
+    assert next(iter(read_frames(path, [1]))).data  # the codestream itself
 
 
 def test_corrupt_codestream_is_malformed(tmp_path: Path) -> None:
