@@ -231,8 +231,9 @@ async def test_station_uploads_ct_and_ecg_and_the_ecg_centre_reads_and_signs(
             await expect(qt.locator("[data-col=computed]")).to_have_text("371")
             qtc = dialog.get_by_test_id("fill-row-qtc_ms")
             await expect(qtc.locator("[data-col=computed]")).to_have_text("374")
-            # The reader keeps our QRS rather than the machine's.
+            # The reader keeps our QRS and our QTc (Bazett) rather than the machine's.
             await dialog.get_by_test_id("fill-computed-qrs_ms").click()
+            await dialog.get_by_test_id("fill-computed-qtc_ms").click()
             await dialog.get_by_test_id("fill-confirm").click()
             await expect(dialog).to_be_hidden()
 
@@ -243,7 +244,9 @@ async def test_station_uploads_ct_and_ecg_and_the_ecg_centre_reads_and_signs(
             await expect(await field("qrs_ms")).to_have_value("76")
             await expect(await field("pr_ms")).to_have_value("161")
             await expect(await field("qt_ms")).to_have_value("368")
-            await expect(await field("qtc_ms")).to_have_value("370")
+            await expect(await field("qtc_ms")).to_have_value("374")
+            formula = specialist.get_by_test_id("report-input-qtc-formula")
+            await expect(formula).to_contain_text("Bazett")
             await expect(await field("qrs_axis_deg")).to_have_value("52")
             rhythm = specialist.get_by_test_id("report-input-rhythm")
             await expect(rhythm).to_contain_text("RITMO SINUSALE")
@@ -266,6 +269,8 @@ async def test_station_uploads_ct_and_ecg_and_the_ecg_centre_reads_and_signs(
             assert content["measurements"]["hr_bpm"] == 62
             assert content["measurements"]["qrs_ms"] == 76
             assert content["measurements"]["pr_ms"] == 161
+            assert content["measurements"]["qtc_ms"] == 374
+            assert content["measurements"]["qtc_formula"] == "bazett"
             assert content["rhythm_statements"] == ["RITMO SINUSALE", "ECG NORMALE"]
             assert content["findings"] == "RR 间期 982 ms。"
 

@@ -145,6 +145,8 @@ function machineValue(machine: EcgMachineValue[], key: FillKey): number | null {
 export interface EcgFill {
   values: Partial<Record<FillKey, number>>
   statements: string[]
+  /** Set when the QTc kept is ours: we compute it by Bazett's formula. */
+  qtcFormula?: 'bazett'
 }
 
 export function fillRows(data: EcgData): FillRow[] {
