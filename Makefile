@@ -11,7 +11,7 @@ export HUIZHEN_HOST ?= 127.0.0.1
 export HUIZHEN_PORT ?= 8080
 export HUIZHEN_DATA_DIR ?= var
 
-.PHONY: run test check web bench bench-api bench-cycles bench-realtime bench-dicom clean install
+.PHONY: run test check web ohif bench bench-api bench-cycles bench-realtime bench-dicom clean install
 
 $(BIN)/huizhen: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,23 @@ web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SOURCES)
 
 web: web/dist/index.html
 
+# OHIF Viewer's prebuilt dist from npm (@ohif/app), pinned by the checksum file, for
+# tests/web/test_ohif.py. Its 136 MB ONNX runtime (AI tools) and source maps are left out.
+OHIF_DIR := tests/ohif/viewer
+OHIF_TGZ := $(lastword $(shell cat tests/ohif/ohif-app.sha512))
+OHIF_SPEC := $(subst ohif-app-,@ohif/app@,$(basename $(OHIF_TGZ)))
+
+$(OHIF_DIR)/index.html: tests/ohif/ohif-app.sha512
+	rm -rf $(OHIF_DIR) tests/ohif/pack && mkdir -p $(OHIF_DIR) tests/ohif/pack
+	cd tests/ohif/pack && npm pack --silent --loglevel=error $(OHIF_SPEC) >/dev/null
+	cd tests/ohif/pack && sha512sum --check --quiet ../ohif-app.sha512
+	tar -xzf tests/ohif/pack/$(OHIF_TGZ) -C $(OHIF_DIR) --strip-components=2 \
+	    --exclude='package/dist/ort' --exclude='*.map' package/dist
+	rm -rf tests/ohif/pack
+	touch $@
+
+ohif: $(OHIF_DIR)/index.html
+
 run: install web
 	$(BIN)/huizhen migrate
 	$(BIN)/huizhen seed-demo --if-empty
@@ -40,7 +57,7 @@ check: install
 	$(BIN)/ruff format --check server signalling imaging tests bench
 	$(BIN)/mypy
 
-test: install web
+test: install web ohif
 	$(BIN)/pytest
 
 bench: install
@@ -63,4 +80,4 @@ bench-dicom: install
 	$(PY) -m bench.dicom
 
 clean:
-	rm -rf $(VENV) web/node_modules web/dist var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) web/node_modules web/dist tests/ohif/viewer var .mypy_cache .ruff_cache .pytest_cache
