@@ -16,7 +16,7 @@ export HUIZHEN_DATA_DIR ?= var
 $(BIN)/huizhen: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,codecs]'
+	$(PY) -m pip install --quiet -e '.[test,codecs,codecs-gpl]'
 	touch $@
 
 install: $(BIN)/huizhen
