@@ -195,12 +195,18 @@ def render(
     return _encode(image, media_type, quality or DEFAULT_QUALITY)
 
 
-def thumbnail(path: Path) -> bytes:
-    """A JPEG of the middle frame, fitting in :data:`THUMBNAIL_SIZE` squared (never enlarged)."""
+def thumbnail(
+    path: Path, *, media_type: str = "image/jpeg", viewport: tuple[int, int] | None = None
+) -> bytes:
+    """The middle frame, fitting in ``viewport`` (default :data:`THUMBNAIL_SIZE` squared),
+    never enlarged."""
+    if media_type not in MEDIA_TYPES:
+        raise RenderError("accept", "rendered images are image/jpeg or image/png", status=406)
+    box = _check_viewport(viewport) if viewport is not None else (THUMBNAIL_SIZE, THUMBNAIL_SIZE)
     with open_pixels(path) as source:
         image = _image(source, (source.number_of_frames + 1) // 2, None)
-    image = _fit(image, (THUMBNAIL_SIZE, THUMBNAIL_SIZE), enlarge=False)
-    return _encode(image, "image/jpeg", THUMBNAIL_QUALITY)
+    image = _fit(image, box, enlarge=False)
+    return _encode(image, media_type, THUMBNAIL_QUALITY)
 
 
 def _image(

@@ -121,6 +121,20 @@ def _path(call: Call[Any, Any], row: Row[Any]) -> Path:
     return call.app[ARCHIVE].path_of(row.sha256)
 
 
+class WadoQuery(QueryModel):
+    """PS3.18 8.3.3.1: ``accept`` names the media types wanted, in place of the Accept header
+    (for clients that cannot set headers, and OHIF's thumbnails); ``charset`` is accepted and
+    ignored (responses are UTF-8)."""
+
+    accept: str | None = Field(default=None, max_length=512)
+    charset: str | None = Field(default=None, max_length=64)
+
+
+def _accepted(call: Call[Any, Any]) -> list[MediaRange]:
+    """The media ranges asked for: the ``accept`` query parameter, else the Accept header."""
+    return parse_accept(call.request.query.get("accept") or call.request.headers.get("Accept"))
+
+
 # -- instances --------------------------------------------------------------------------
 
 
@@ -144,9 +158,7 @@ async def _retrieve(call: Call[None, None]) -> web.Response:
     rows = await visible_instances(
         call, call.path["study"], call.path.get("series"), call.path.get("instance")
     )
-    _want_dicom(
-        parse_accept(call.request.headers.get("Accept")), {r.transfer_syntax_uid for r in rows}
-    )
+    _want_dicom(_accepted(call), {r.transfer_syntax_uid for r in rows})
     await _audit_retrieval(call, rows, "retrieve")
     root = base_url(call.request)
     parts = [
@@ -171,14 +183,16 @@ def _at_every_level(
     suffix: str,
     name: str,
     summary: str,
-    serve: Callable[[Call[None, None]], Awaitable[web.Response]],
+    serve: Callable[[Call[None, Any]], Awaitable[web.Response]],
+    *,
+    levels: tuple[tuple[str, str, str], ...] = _LEVELS,
     **options: Any,
 ) -> None:
     """Declare one GET resource at study, series and instance level (``{level}`` and
     ``{whose}`` in ``name`` and ``summary`` say which)."""
-    for level, whose, base in _LEVELS:
+    for level, whose, base in levels:
 
-        async def handler(call: Call[None, None]) -> web.Response:
+        async def handler(call: Call[None, Any]) -> web.Response:
             return await serve(call)
 
         handler.__name__ = name.format(level=level)
@@ -189,7 +203,7 @@ def _at_every_level(
             summary=summary.format(whose=whose),
             tags=_TAGS,
             path_types=UID_PATHS,
-            **options,
+            **({"query": WadoQuery} | options),
         )(handler)
 
 
@@ -286,14 +300,15 @@ def _frames_as_stored(ranges: list[MediaRange]) -> bool:
     summary="WADO-RS: frames of an instance (comma-separated, 1-based)",
     tags=_TAGS,
     path_types=UID_PATHS,
+    query=WadoQuery,
     produces='multipart/related; type="application/octet-stream"',
     errors=[400, 406],
 )
-async def retrieve_frames(call: Call[None, None]) -> web.Response:
+async def retrieve_frames(call: Call[None, WadoQuery]) -> web.Response:
     """With ``transfer-syntax=*`` in Accept, frames come as stored (JPEG, JPEG 2000, RLE…);
     otherwise uncompressed little endian, decoded on the server."""
     numbers = _frame_numbers(call.path["frames"])
-    as_stored = _frames_as_stored(parse_accept(call.request.headers.get("Accept")))
+    as_stored = _frames_as_stored(_accepted(call))
     rows = await visible_instances(
         call, call.path["study"], call.path["series"], call.path["instance"]
     )
@@ -329,9 +344,10 @@ def _decoded_bytes(path: Path, number: int) -> bytes:
     summary="WADO-RS: one bulk data value named by a BulkDataURI of the metadata",
     tags=_TAGS,
     path_types=UID_PATHS,
+    query=WadoQuery,
     produces='multipart/related; type="application/octet-stream"',
 )
-async def retrieve_bulkdata(call: Call[None, None]) -> web.Response:
+async def retrieve_bulkdata(call: Call[None, WadoQuery]) -> web.Response:
     rows = await visible_instances(
         call, call.path["study"], call.path["series"], call.path["instance"]
     )
@@ -378,14 +394,35 @@ def _bulk_value(path: Path, tag_path: str) -> bytes:
 # -- rendered and thumbnails ------------------------------------------------------------
 
 
-class RenderedQuery(QueryModel):
-    window: str | None = Field(default=None, max_length=64)
+class ThumbnailQuery(WadoQuery):
     viewport: str | None = Field(default=None, max_length=32)
+
+
+class RenderedQuery(ThumbnailQuery):
+    window: str | None = Field(default=None, max_length=64)
     quality: int | None = Field(default=None, ge=1, le=100)
 
 
+def _viewport(text: str | None) -> tuple[int, int] | None:
+    try:
+        return render.parse_viewport(text) if text else None
+    except render.RenderError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+async def _representative(call: Call[Any, Any]) -> Row[Any]:
+    """The image that stands for a study, series or instance: the middle one with pixels."""
+    rows = await visible_instances(
+        call, call.path["study"], call.path.get("series"), call.path.get("instance")
+    )
+    with_pixels = [r for r in rows if r.frames]
+    if not with_pixels:
+        raise NotFound("nothing here has pixel data")
+    return with_pixels[len(with_pixels) // 2]
+
+
 def _image_type(call: Call[Any, Any]) -> Literal["image/jpeg", "image/png"]:
-    for r in parse_accept(call.request.headers.get("Accept")):
+    for r in _accepted(call):
         if r.type in ("image/jpeg", "image/*", "*/*", "image/jpg"):
             return "image/jpeg"
         if r.type == "image/png":
@@ -393,17 +430,20 @@ def _image_type(call: Call[Any, Any]) -> Literal["image/jpeg", "image/png"]:
     raise NotAcceptable("rendered images are image/jpeg or image/png")
 
 
-async def _rendered(call: Call[None, RenderedQuery], frame: int) -> web.Response:
+async def _rendered(
+    call: Call[None, RenderedQuery], frame: int, row: Row[Any] | None = None
+) -> web.Response:
     media = _image_type(call)
     try:
         window = render.parse_window(call.query.window) if call.query.window else None
-        viewport = render.parse_viewport(call.query.viewport) if call.query.viewport else None
     except render.RenderError as exc:
         raise BadRequest(str(exc)) from None
-    rows = await visible_instances(
-        call, call.path["study"], call.path["series"], call.path["instance"]
-    )
-    row = rows[0]
+    viewport = _viewport(call.query.viewport)
+    if row is None:
+        rows = await visible_instances(
+            call, call.path["study"], call.path["series"], call.path["instance"]
+        )
+        row = rows[0]
     try:
         data = await asyncio.to_thread(
             render.render,
@@ -418,6 +458,24 @@ async def _rendered(call: Call[None, RenderedQuery], frame: int) -> web.Response
         raise _pixel_problem(exc) from None
     await audit_pixels(call, row)
     return web.Response(body=data, content_type=media)
+
+
+async def _rendered_whole(call: Call[None, RenderedQuery]) -> web.Response:
+    """A study or series rendered: its representative image (the one its thumbnail shows), as
+    viewers such as OHIF ask for it, single part; not the multipart of every instance."""
+    return await _rendered(call, 1, await _representative(call))
+
+
+_at_every_level(
+    "/rendered",
+    "rendered_{level}",
+    "WADO-RS: {whose} representative image rendered as JPEG or PNG",
+    _rendered_whole,
+    levels=_LEVELS[:2],  # an instance's has a route of its own below
+    query=RenderedQuery,
+    produces=("image/jpeg", "image/png"),
+    errors=[400, 406],
+)
 
 
 @router.route(
@@ -455,29 +513,28 @@ async def rendered_frame(call: Call[None, RenderedQuery]) -> web.Response:
     return await _rendered(call, frame)
 
 
-async def _thumbnail(call: Call[None, None]) -> web.Response:
-    rows = await visible_instances(
-        call, call.path["study"], call.path.get("series"), call.path.get("instance")
-    )
-    with_pixels = [r for r in rows if r.frames]
-    if not with_pixels:
-        raise NotFound("nothing here has pixel data")
-    row = with_pixels[len(with_pixels) // 2]
+async def _thumbnail(call: Call[None, ThumbnailQuery]) -> web.Response:
+    media = _image_type(call)
+    viewport = _viewport(call.query.viewport)
+    row = await _representative(call)
     try:
-        data = await asyncio.to_thread(render.thumbnail, _path(call, row))
+        data = await asyncio.to_thread(
+            render.thumbnail, _path(call, row), media_type=media, viewport=viewport
+        )
     except (FrameError, render.RenderError) as exc:
         raise _pixel_problem(exc) from None
     await audit_pixels(call, row)
-    return web.Response(body=data, content_type="image/jpeg")
+    return web.Response(body=data, content_type=media)
 
 
 _at_every_level(
     "/thumbnail",
     "{level}_thumbnail",
-    "WADO-RS: {whose} thumbnail (the middle image)",
+    "WADO-RS: {whose} thumbnail (the middle image; ``viewport`` bounds its size)",
     _thumbnail,
-    produces="image/jpeg",
-    errors=[406],
+    query=ThumbnailQuery,
+    produces=("image/jpeg", "image/png"),
+    errors=[400, 406],
 )
 
 

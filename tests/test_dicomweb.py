@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import pydicom
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from PIL import Image
 from pytest_aiohttp import AiohttpClient
 
 from server.app import create_app
@@ -495,3 +497,51 @@ async def test_a_modalitys_patient_id_is_learnt_from_the_first_attachment(api: A
         f"/api/v1/consults/{baji_consult['id']}/studies", "baji", json={"study_uid": elsewhere_uid}
     )
     assert status == 204
+
+
+async def test_thumbnails_and_rendered_as_viewers_ask_for_them(api: Api) -> None:
+    """OHIF's forms: ``?viewport=`` on thumbnails, the ``accept`` query parameter in place of the
+    Accept header, and a series or study rendered as its representative image."""
+    ds = pydicom.dcmread(CT)
+    assert (await stow(api, "chengguan", multipart(CT.read_bytes())))[0] == 200
+    study = f"/dicomweb/studies/{ds.StudyInstanceUID}"
+    series = f"{study}/series/{ds.SeriesInstanceUID}"
+    instance = f"{series}/instances/{ds.SOPInstanceUID}"
+
+    async def image(path: str, headers: dict[str, str] | None = None) -> tuple[str, Image.Image]:
+        resp = await api.client.get(
+            path, headers={**await api.headers("chengguan"), **(headers or {})}
+        )
+        assert resp.status == 200, await resp.text()
+        return resp.content_type, Image.open(io.BytesIO(await resp.read()))
+
+    for level in (study, series, instance):
+        ctype, picture = await image(f"{level}/thumbnail?viewport=64,64")
+        assert ctype == "image/jpeg"
+        assert max(picture.size) == 64  # 128×128 CT, fitted into the viewport
+        ctype, picture = await image(f"{level}/thumbnail?accept=image%2Fpng")
+        assert (ctype, picture.format) == ("image/png", "PNG")
+    for level in (study, series):
+        ctype, picture = await image(f"{level}/rendered?viewport=256,256&window=40,400")
+        assert ctype == "image/jpeg"
+        assert picture.size == (256, 256)
+        same = await image(f"{instance}/rendered?viewport=256,256&window=40,400")
+        assert picture.tobytes() == same[1].tobytes()
+    # The parameter wins over the header.
+    ctype, _ = await image(f"{instance}/rendered?accept=image/png", {"Accept": "image/jpeg"})
+    assert ctype == "image/png"
+    resp = await api.client.get(
+        f"{instance}/frames/1?accept="
+        + urllib.parse.quote('multipart/related; type="application/octet-stream"'),
+        headers={**await api.headers("chengguan"), "Accept": "application/dicom+json"},
+    )
+    assert resp.status == 200
+    assert resp.content_type == "multipart/related"
+    # Still refused: what no one can render, a malformed viewport, an unknown parameter.
+    for path, status in [
+        (f"{series}/thumbnail?accept=image/gif", 406),
+        (f"{series}/rendered?viewport=0,x", 400),
+        (f"{series}/thumbnail?size=64", 422),
+    ]:
+        got, body = await api.get(path, "chengguan")
+        assert got == status, (path, body)
