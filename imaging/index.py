@@ -28,21 +28,27 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Insert,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     Text,
+    Update,
     Uuid,
+    bindparam,
     case,
     delete,
     func,
+    null,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult, Result
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from imaging.ingest import Instance
@@ -150,9 +156,8 @@ def person_name_groups(meta: Mapping[str, Any], tag: str) -> tuple[str, str, str
     )
 
 
-def _insert_or_nothing(session: AsyncSession, table: Table) -> postgresql.Insert | sqlite.Insert:
-    """INSERT … ON CONFLICT DO NOTHING in the session's dialect (PostgreSQL or SQLite)."""
-    dialect = session.get_bind().dialect.name
+def _insert_or_nothing(dialect: str, table: Table) -> Insert:
+    """INSERT … ON CONFLICT DO NOTHING in ``dialect`` (PostgreSQL or SQLite)."""
     if dialect == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     if dialect == "sqlite":
@@ -167,6 +172,70 @@ def _rowcount(result: Result[Any]) -> int:
 
 def _subset(meta: Mapping[str, Any], tags: Sequence[str]) -> str:
     return json.dumps({t: meta[t] for t in tags if t in meta}, ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Writes:
+    """The statements :meth:`DicomIndex.add` runs, built once per SQL dialect: SQLAlchemy then
+    neither rebuilds them nor recomputes their cache keys for each instance."""
+
+    look: Select[Any]
+    insert_study: Insert
+    insert_series: Insert
+    insert_instance: Insert
+    bump_series: Update
+    bump_study: Update
+
+    @classmethod
+    def build(cls, index: DicomIndex, dialect: str) -> _Writes:
+        s, se, i = index.studies, index.series, index.instances
+        same_sop = i.c.sop_instance_uid == bindparam("k_sop")
+        this_study = s.c.study_uid == bindparam("k_study")
+        look = select(
+            select(i.c.sha256).where(same_sop).scalar_subquery().label("sha256"),
+            select(s.c.owner_id)
+            .join(i, i.c.study_uid == s.c.study_uid)
+            .where(same_sop)
+            .scalar_subquery()
+            .label("instance_owner"),
+            select(s.c.owner_id).where(this_study).scalar_subquery().label("study_owner"),
+            select(se.c.series_uid)
+            .where(se.c.series_uid == bindparam("k_series"))
+            .scalar_subquery()
+            .label("series_uid"),
+            type_coerce(index._patient, Uuid).label("patient"),
+        )
+        modality = bindparam("k_modality", type_=String)
+        position = func.strpos if dialect == "postgresql" else func.instr
+        bump_study = (
+            update(s)
+            .where(this_study)
+            .values(
+                instance_count=s.c.instance_count + 1,
+                series_count=s.c.series_count + bindparam("k_new_series", type_=Integer),
+                updated_at=bindparam("k_now", type_=DateTime(timezone=True)),
+                patient_ref=func.coalesce(bindparam("k_patient", type_=Uuid), s.c.patient_ref),
+                modalities=case(
+                    (
+                        (modality == " ")
+                        | (position(s.c.modalities, modality) > 0)
+                        | (func.length(s.c.modalities) + func.length(modality) > 201),
+                        s.c.modalities,
+                    ),
+                    else_=s.c.modalities + bindparam("k_append", type_=String),
+                ),
+            )
+        )
+        return cls(
+            look=look,
+            insert_study=_insert_or_nothing(dialect, s),
+            insert_series=_insert_or_nothing(dialect, se),
+            insert_instance=_insert_or_nothing(dialect, i),
+            bump_series=update(se)
+            .where(se.c.series_uid == bindparam("k_series"))
+            .values(instance_count=se.c.instance_count + 1),
+            bump_study=bump_study,
+        )
 
 
 class DicomIndex:
@@ -244,6 +313,22 @@ class DicomIndex:
             Column("created_at", DateTime(timezone=True), nullable=False),
         )
 
+        self._patient: ColumnElement[Any] = null()
+        self._writes: dict[str, _Writes] = {}
+
+    def link_patients_by(self, expression: ColumnElement[Any]) -> None:
+        """How a new instance finds its patient: a SQL expression (a scalar subquery of the
+        caller's tables) whose bound parameters the caller passes to :meth:`add` as
+        ``patient_params``. It is evaluated in the look-up that :meth:`add` makes anyway."""
+        self._patient = expression
+        self._writes.clear()
+
+    def _statements(self, dialect: str) -> _Writes:
+        writes = self._writes.get(dialect)
+        if writes is None:
+            writes = self._writes[dialect] = _Writes.build(self, dialect)
+        return writes
+
     # -- writing -----------------------------------------------------------------------
 
     async def add(
@@ -254,25 +339,27 @@ class DicomIndex:
         sha256: str,
         size: int,
         owner_id: uuid.UUID,
-        patient_ref: uuid.UUID | ColumnElement[Any] | None = None,
+        patient_params: Mapping[str, Any] | None = None,
     ) -> AddOutcome:
         """Index one stored instance, idempotently by SOP Instance UID.
 
-        A new instance of a known series costs four statements: one look-up, the instance row
-        and the two counters. Rows go in with ``ON CONFLICT DO NOTHING`` and nothing is written
-        before the checks that can refuse, so a concurrent writer of the same study, series or
-        instance makes this one look again instead of failing the caller's transaction (no
-        savepoint needed). ``patient_ref`` may be a SQL expression (a scalar subquery of the
-        caller's), evaluated only where it is written: the caller's look-up costs no round trip.
+        A new instance of a known series costs four statements, built once: one look-up (the
+        instance, the study's owner, the series, the patient), the instance row and the two
+        counters. Rows go in with ``ON CONFLICT DO NOTHING`` and nothing is written before the
+        checks that can refuse, so a concurrent writer of the same study, series or instance
+        makes this one look again instead of failing the caller's transaction (no savepoint).
         """
+        connection = await session.connection()
+        writes = self._statements(connection.dialect.name)
         for _attempt in range(3):
             outcome = await self._add(
-                session,
+                connection,
+                writes,
                 instance,
                 sha256=sha256,
                 size=size,
                 owner_id=owner_id,
-                patient_ref=patient_ref,
+                patient_params=patient_params or {},
             )
             if outcome is not None:
                 return outcome
@@ -280,33 +367,25 @@ class DicomIndex:
 
     async def _add(
         self,
-        session: AsyncSession,
+        connection: AsyncConnection,
+        writes: _Writes,
         inst: Instance,
         *,
         sha256: str,
         size: int,
         owner_id: uuid.UUID,
-        patient_ref: uuid.UUID | ColumnElement[Any] | None,
+        patient_params: Mapping[str, Any],
     ) -> AddOutcome | None:
         """One attempt; None when a concurrent writer got in first (look again)."""
-        s, se, i = self.studies, self.series, self.instances
-        same_sop = i.c.sop_instance_uid == inst.instance_uid
-        this_study = s.c.study_uid == inst.study_uid
         seen = (
-            await session.execute(
-                select(
-                    select(i.c.sha256).where(same_sop).scalar_subquery().label("sha256"),
-                    select(s.c.owner_id)
-                    .join(i, i.c.study_uid == s.c.study_uid)
-                    .where(same_sop)
-                    .scalar_subquery()
-                    .label("instance_owner"),
-                    select(s.c.owner_id).where(this_study).scalar_subquery().label("study_owner"),
-                    select(se.c.series_uid)
-                    .where(se.c.series_uid == inst.series_uid)
-                    .scalar_subquery()
-                    .label("series_uid"),
-                )
+            await connection.execute(
+                writes.look,
+                {
+                    "k_sop": inst.instance_uid,
+                    "k_study": inst.study_uid,
+                    "k_series": inst.series_uid,
+                    **patient_params,
+                },
             )
         ).one()
         if seen.sha256 is not None:
@@ -318,90 +397,85 @@ class DicomIndex:
         now = utcnow()
         if seen.study_owner is None:
             alpha, ideo, phon = person_name_groups(meta, "00100010")
-            created = await session.execute(
-                _insert_or_nothing(session, s).values(
-                    study_uid=inst.study_uid,
-                    owner_id=owner_id,
-                    patient_ref=patient_ref,
-                    patient_id=_text(meta, "00100020")[:64],
-                    pn_alphabetic=alpha[:324],
-                    pn_ideographic=ideo[:324],
-                    pn_phonetic=phon[:324],
-                    patient_birth_date=_text(meta, "00100030")[:8],
-                    study_date=_text(meta, "00080020")[:8],
-                    study_time=_text(meta, "00080030")[:16],
-                    accession_number=_text(meta, "00080050")[:16],
-                    study_id=_text(meta, "00200010")[:16],
-                    referring_physician=_text(meta, "00080090").lower()[:324],
-                    study_description=_text(meta, "00081030")[:64],
-                    modalities=" ",
-                    series_count=0,
-                    instance_count=0,
-                    attributes=_subset(meta, STUDY_TAGS),
-                    created_at=now,
-                    updated_at=now,
-                )
+            created = await connection.execute(
+                writes.insert_study,
+                {
+                    "study_uid": inst.study_uid,
+                    "owner_id": owner_id,
+                    "patient_ref": seen.patient,
+                    "patient_id": _text(meta, "00100020")[:64],
+                    "pn_alphabetic": alpha[:324],
+                    "pn_ideographic": ideo[:324],
+                    "pn_phonetic": phon[:324],
+                    "patient_birth_date": _text(meta, "00100030")[:8],
+                    "study_date": _text(meta, "00080020")[:8],
+                    "study_time": _text(meta, "00080030")[:16],
+                    "accession_number": _text(meta, "00080050")[:16],
+                    "study_id": _text(meta, "00200010")[:16],
+                    "referring_physician": _text(meta, "00080090").lower()[:324],
+                    "study_description": _text(meta, "00081030")[:64],
+                    "modalities": " ",
+                    "series_count": 0,
+                    "instance_count": 0,
+                    "attributes": _subset(meta, STUDY_TAGS),
+                    "created_at": now,
+                    "updated_at": now,
+                },
             )
             if _rowcount(created) != 1:
                 return None  # created meanwhile, perhaps by another institution: look again
         new_series = False
         if seen.series_uid is None:
-            created = await session.execute(
-                _insert_or_nothing(session, se).values(
-                    series_uid=inst.series_uid,
-                    study_uid=inst.study_uid,
-                    modality=inst.modality[:16],
-                    series_number=_int(meta, "00200011"),
-                    series_description=_text(meta, "0008103E")[:64],
-                    performed_date=_text(meta, "00400244")[:8],
-                    instance_count=0,
-                    attributes=_subset(meta, SERIES_TAGS),
-                    created_at=now,
-                )
+            created = await connection.execute(
+                writes.insert_series,
+                {
+                    "series_uid": inst.series_uid,
+                    "study_uid": inst.study_uid,
+                    "modality": inst.modality[:16],
+                    "series_number": _int(meta, "00200011"),
+                    "series_description": _text(meta, "0008103E")[:64],
+                    "performed_date": _text(meta, "00400244")[:8],
+                    "instance_count": 0,
+                    "attributes": _subset(meta, SERIES_TAGS),
+                    "created_at": now,
+                },
             )
             new_series = _rowcount(created) == 1
-        created = await session.execute(
-            _insert_or_nothing(session, i).values(
-                sop_instance_uid=inst.instance_uid,
-                series_uid=inst.series_uid,
-                study_uid=inst.study_uid,
-                sop_class_uid=inst.sop_class_uid,
-                instance_number=_int(meta, "00200013"),
-                transfer_syntax_uid=inst.transfer_syntax_uid,
-                frames=inst.number_of_frames,
-                rows=inst.rows,
-                columns=inst.columns,
-                sha256=sha256,
-                size=size,
-                metadata=json.dumps(meta, ensure_ascii=False, separators=(",", ":")),
-                created_at=now,
-            )
+        created = await connection.execute(
+            writes.insert_instance,
+            {
+                "sop_instance_uid": inst.instance_uid,
+                "series_uid": inst.series_uid,
+                "study_uid": inst.study_uid,
+                "sop_class_uid": inst.sop_class_uid,
+                "instance_number": _int(meta, "00200013"),
+                "transfer_syntax_uid": inst.transfer_syntax_uid,
+                "frames": inst.number_of_frames,
+                "rows": inst.rows,
+                "columns": inst.columns,
+                "sha256": sha256,
+                "size": size,
+                "metadata": inst.metadata_json
+                or json.dumps(meta, ensure_ascii=False, separators=(",", ":")),
+                "created_at": now,
+            },
         )
         if _rowcount(created) != 1:
             return None  # the same instance arrived meanwhile: look again
-        await session.execute(
-            update(se)
-            .where(se.c.series_uid == inst.series_uid)
-            .values(instance_count=se.c.instance_count + 1)
-        )
-        study_values: dict[str, Any] = {
-            "instance_count": s.c.instance_count + 1,
-            "series_count": s.c.series_count + (1 if new_series else 0),
-            "updated_at": now,
-        }
+        await connection.execute(writes.bump_series, {"k_series": inst.series_uid})
         modality = inst.modality.strip()[:16]
-        if modality:  # appended in SQL, so that concurrent writers of one study lose none
-            study_values["modalities"] = case(
-                (
-                    s.c.modalities.contains(f" {modality} ", autoescape=True)
-                    | (func.length(s.c.modalities) + len(modality) + 1 > 200),
-                    s.c.modalities,
-                ),
-                else_=s.c.modalities + f"{modality} ",
-            )
-        if patient_ref is not None:
-            study_values["patient_ref"] = func.coalesce(patient_ref, s.c.patient_ref)
-        await session.execute(update(s).where(this_study).values(**study_values))
+        await connection.execute(
+            writes.bump_study,
+            {
+                "k_study": inst.study_uid,
+                "k_new_series": 1 if new_series else 0,
+                "k_now": now,
+                "k_patient": seen.patient,
+                # Appended in SQL, so that concurrent writers of one study lose none.
+                "k_modality": f" {modality} " if modality else " ",
+                "k_append": f"{modality} " if modality else "",
+            },
+        )
         return AddOutcome.STORED
 
     async def remove(

@@ -21,6 +21,7 @@ module captures with :func:`warnings.catch_warnings`; that context is process-wi
 from __future__ import annotations
 
 import io
+import json
 import re
 import warnings
 from collections.abc import Mapping
@@ -102,6 +103,9 @@ class Instance:
     # whose value is a relative path: "7FE00010" or "54000100/0/54001010" (tag/item/tag...).
     metadata: Mapping[str, Any] = field(repr=False)
     warnings: tuple[str, ...] = ()
+    # The same model as compact JSON text, as the index stores it (made here, in the worker
+    # thread, rather than on the event loop).
+    metadata_json: str = field(default="", repr=False, compare=False)
 
 
 def ingest(source: bytes | Path) -> Instance:
@@ -333,4 +337,5 @@ def _summarise(
         rows=_int(ds, "Rows"),
         columns=_int(ds, "Columns"),
         metadata=metadata,
+        metadata_json=json.dumps(metadata, ensure_ascii=False, separators=(",", ":")),
     )

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import func, select, update
+from sqlalchemy import String, Uuid, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -142,8 +142,8 @@ class Archive:
         """Check, place and index one received file in the caller's transaction.
 
         One trip to a worker thread checks the file (:func:`imaging.ingest.ingest`), syncs it and
-        moves it to its content address; then the index row is written, with the patient
-        look-up folded into the index's own statements as a subquery.
+        moves it to its content address; then the index row is written, the patient found in
+        the index's own look-up (:meth:`imaging.index.DicomIndex.link_patients_by`).
         """
         try:
             instance = await asyncio.to_thread(
@@ -170,7 +170,7 @@ class Archive:
             sha256=received.sha256,
             size=received.size,
             owner_id=owner_id,
-            patient_ref=_patient_of(instance, owner_id),
+            patient_params=_patient_params(instance, owner_id),
         )
         if outcome is AddOutcome.CONFLICT:
             # The file stays: content-addressed, it may be another instance's bytes too.
@@ -218,30 +218,44 @@ def _sync(path: Path) -> None:
         os.close(fd)
 
 
-def _patient_of(instance: Instance, owner_id: uuid.UUID) -> ColumnElement[Any] | None:
+def _patient_of_study() -> ColumnElement[Any]:
     """The patient whose national ID is the instance's Patient ID, if known at the sender; else
-    the one the sender's modalities call by this Patient ID (learnt from an earlier study). A SQL
-    expression: the index evaluates it in the statement that writes it."""
-    dicom_id = instance.patient_id.strip()
-    if not dicom_id:
-        return None
-    learnt = (
-        select(DicomPatientId.patient_id)
-        .where(
-            DicomPatientId.institution_id == owner_id,
-            DicomPatientId.dicom_patient_id == dicom_id[:64],
-        )
-        .scalar_subquery()
-    )
-    if len(dicom_id) != 18:
-        return learnt
+    the one the sender's modalities call by this Patient ID (learnt from an earlier study). SQL
+    over the parameters :func:`_patient_params` gives: the index evaluates it in its look-up."""
+    owner = bindparam("p_owner", None, type_=Uuid, required=False)
     by_national_id = (
         select(Patient.id)
         .join(PatientLink, PatientLink.patient_id == Patient.id)
-        .where(Patient.national_id == dicom_id.upper(), PatientLink.institution_id == owner_id)
+        .where(
+            Patient.national_id == bindparam("p_national_id", None, type_=String, required=False),
+            PatientLink.institution_id == owner,
+        )
+        .scalar_subquery()
+    )
+    learnt = (
+        select(DicomPatientId.patient_id)
+        .where(
+            DicomPatientId.institution_id == owner,
+            DicomPatientId.dicom_patient_id
+            == bindparam("p_dicom_id", None, type_=String, required=False),
+        )
         .scalar_subquery()
     )
     return func.coalesce(by_national_id, learnt)
+
+
+DICOM.link_patients_by(_patient_of_study())
+
+
+def _patient_params(instance: Instance, owner_id: uuid.UUID) -> dict[str, Any]:
+    dicom_id = instance.patient_id.strip()
+    if not dicom_id:
+        return {}  # every parameter NULL: no patient
+    return {
+        "p_owner": owner_id,
+        "p_dicom_id": dicom_id[:64],
+        "p_national_id": dicom_id.upper() if len(dicom_id) == 18 else None,
+    }
 
 
 async def link_to_consult(

@@ -14,9 +14,9 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.models import AuditEvent, utcnow
@@ -50,12 +50,15 @@ class Entry:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+_INSERT = insert(cast(Table, AuditEvent.__table__))
+
+
 async def record(session: AsyncSession, actor: Actor, entries: Iterable[Entry]) -> int:
     """Stage audit records in ``session``'s transaction. Returns how many were written."""
     now = utcnow()
     rows = [_row(actor, entry, now) for entry in entries]
-    if rows:
-        await session.execute(insert(AuditEvent), rows)
+    if rows:  # a Core insert of the table: no ORM bulk-insert machinery for a log row
+        await session.execute(_INSERT, rows)
     return len(rows)
 
 

@@ -545,3 +545,30 @@ async def test_thumbnails_and_rendered_as_viewers_ask_for_them(api: Api) -> None
     ]:
         got, body = await api.get(path, "chengguan")
         assert got == status, (path, body)
+
+
+async def test_a_patient_id_that_is_a_known_national_id_links_on_arrival(api: Api) -> None:
+    status, found = await api.get("/api/v1/patients?name=张桂兰", "chengguan")
+    patient = found["items"][0]
+    national_id = patient["national_id"]
+    status, record = await api.get(f"/api/v1/patients/{patient['id']}", "chengguan")
+    assert status == 200 and record["national_id"] == national_id
+    # Lower-case check digit as some modalities send it: still the same patient.
+    ct = with_new_uids(CT, PatientID=national_id.lower())
+    study_uid = pydicom.dcmread(io.BytesIO(ct)).StudyInstanceUID
+    assert (await stow(api, "chengguan", multipart(ct)))[0] == 200
+    status, others = await api.get("/api/v1/patients?name=赵志强", "chengguan")
+    status, other = await api.post(
+        "/api/v1/consults",
+        "chengguan",
+        json={"patient_id": others["items"][0]["id"], "centre": "imaging", "question": "复查"},
+    )
+    status, problem = await api.post(
+        f"/api/v1/consults/{other['id']}/studies", "chengguan", json={"study_uid": study_uid}
+    )
+    assert status == 409 and problem["code"] == "patient-mismatch"
+    mine = await _open(api)  # 张桂兰's
+    status, _ = await api.post(
+        f"/api/v1/consults/{mine['id']}/studies", "chengguan", json={"study_uid": study_uid}
+    )
+    assert status == 204
