@@ -9,6 +9,7 @@ from playwright.async_api import (
     Browser,
     BrowserContext,
     ConsoleMessage,
+    Locator,
     Page,
     Request,
     expect,
@@ -75,3 +76,15 @@ async def sign_in(page: Page, username: str, password: str = DEMO_PASSWORD) -> N
     await page.get_by_label("用户名").fill(username)
     await page.get_by_label("密码").fill(password)
     await page.get_by_test_id("login-submit").click()
+
+
+async def open_reading_room(page: Page, username: str, consult_id: str) -> Locator:
+    """A specialist signs in, claims the consult and opens its images: the reading room."""
+    await page.goto("/")
+    await sign_in(page, username)
+    await page.get_by_test_id("home-specialist").wait_for()
+    await page.goto(f"/consults/{consult_id}")
+    await page.get_by_test_id("consult-claim").click()
+    await expect(page.get_by_test_id("consult-state")).to_have_text("诊断中")
+    await page.get_by_test_id("tab-images").click()
+    return page.get_by_test_id("reading-room")

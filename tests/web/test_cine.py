@@ -24,7 +24,7 @@ from playwright.async_api import Browser, Request, expect
 from tests.services import HuizhenProcess
 from tests.test_dicomweb import STOW_TYPE, multipart
 from tests.web.studyfiles import write_multiframe
-from tests.web.support import new_page, sign_in
+from tests.web.support import new_page, open_reading_room
 from tests.web.test_reading_room import CANVAS_STATS, canvas_drawn
 from tests.web.test_upload import national_id, open_consult
 from tests.web.test_video_call import Rest
@@ -94,14 +94,7 @@ async def test_a_multi_frame_loop_plays_frame_by_frame(
 
         page.on("request", requested)
         try:
-            await page.goto("/")
-            await sign_in(page, "radiology")
-            await page.get_by_test_id("home-specialist").wait_for()
-            await page.goto(f"/consults/{cid}")
-            await page.get_by_test_id("consult-claim").click()
-            await expect(page.get_by_test_id("consult-state")).to_have_text("诊断中")
-            await page.get_by_test_id("tab-images").click()
-            room = page.get_by_test_id("reading-room")
+            room = await open_reading_room(page, "radiology", cid)
             series = room.locator("[data-testid=series][data-modality=OT]")
             await expect(series).to_contain_text("心脏超声 电影")
             await series.click()

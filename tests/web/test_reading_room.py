@@ -24,7 +24,7 @@ from playwright.async_api import Browser, Locator, Page, expect
 
 from tests.services import HuizhenProcess
 from tests.web.studyfiles import write_ct_series, write_ecg
-from tests.web.support import new_page, sign_in
+from tests.web.support import new_page, open_reading_room, sign_in
 from tests.web.test_upload import national_id, open_consult
 from tests.web.test_video_call import Rest
 
@@ -113,14 +113,7 @@ async def test_station_uploads_ct_and_ecg_and_the_ecg_centre_reads_and_signs(
             await expect(station.get_by_test_id("reading-room")).to_contain_text("只读查看")
 
             # -- the ECG centre claims it and opens the reading room -----------------------------
-            await specialist.goto("/")
-            await sign_in(specialist, "ecg")
-            await specialist.get_by_test_id("home-specialist").wait_for()
-            await specialist.goto(f"/consults/{cid}")
-            await specialist.get_by_test_id("consult-claim").click()
-            await expect(specialist.get_by_test_id("consult-state")).to_have_text("诊断中")
-            await specialist.get_by_test_id("tab-images").click()
-            room = specialist.get_by_test_id("reading-room")
+            room = await open_reading_room(specialist, "ecg", cid)
             ct = room.locator("[data-testid=series][data-modality=CT]")
             await expect(ct).to_contain_text("胸部 CT 平扫")
             await expect(ct).to_contain_text("4")

@@ -29,7 +29,7 @@ from tests.imaging.aecgfiles import build_aecg
 from tests.imaging.dicomfiles import bundled
 from tests.services import HuizhenProcess
 from tests.test_dicomweb import STOW_TYPE, multipart
-from tests.web.support import new_page, sign_in
+from tests.web.support import new_page, open_reading_room, sign_in
 from tests.web.test_upload import open_consult
 from tests.web.test_video_call import Rest
 
@@ -144,14 +144,7 @@ async def test_the_pathology_centre_pans_and_zooms_a_whole_slide(
         page.on("request", requested)
         page.on("response", answered)
         try:
-            await page.goto("/")
-            await sign_in(page, "pathology")
-            await page.get_by_test_id("home-specialist").wait_for()
-            await page.goto(f"/consults/{cid}")
-            await page.get_by_test_id("consult-claim").click()
-            await expect(page.get_by_test_id("consult-state")).to_have_text("诊断中")
-            await page.get_by_test_id("tab-images").click()
-            room = page.get_by_test_id("reading-room")
+            room = await open_reading_room(page, "pathology", cid)
             slide = room.locator("[data-testid=series][data-kind=wsi]")
             await expect(slide).to_contain_text("病理切片")
             await slide.click()
