@@ -77,7 +77,9 @@ _MATCHABLE: dict[str, tuple[Level, str, Kind]] = {
     "00200013": (Level.INSTANCE, "instance_number", Kind.INT),
 }
 _ORDER = {Level.STUDY: 0, Level.SERIES: 1, Level.INSTANCE: 2}
-_CONTROL = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
+#: Not attributes. ``accept`` and ``charset`` (PS3.18 8.3.3.1) are taken and ignored here: the
+#: answer is DICOM JSON in UTF-8 whatever they say.
+_CONTROL = frozenset({"limit", "offset", "includefield", "fuzzymatching", "accept", "charset"})
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 _DATE = re.compile(r"^\d{8}$")
 _TIME = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
@@ -135,7 +137,7 @@ def parse_query(level: Level, pairs: Iterable[tuple[str, str]]) -> QidoQuery:
                         include_all = True
                     else:
                         include.add(_tag_of(name))
-            elif value not in {"true", "false"}:
+            elif key == "fuzzymatching" and value not in {"true", "false"}:
                 raise QueryError("fuzzymatching must be true or false")
             continue
         tag = _tag_of(key)

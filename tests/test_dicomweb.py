@@ -527,6 +527,12 @@ async def test_thumbnails_and_rendered_as_viewers_ask_for_them(api: Api) -> None
         assert picture.size == (256, 256)
         same = await image(f"{instance}/rendered?viewport=256,256&window=40,400")
         assert picture.tobytes() == same[1].tobytes()
+    # QIDO takes them too (and answers DICOM JSON whatever they say).
+    status, found = await api.get(
+        "/dicomweb/studies?accept=application%2Fdicom%2Bjson&charset=utf-8&PatientID=1CT1",
+        "chengguan",
+    )
+    assert status == 200 and len(found) == 1
     # The parameter wins over the header.
     ctype, _ = await image(f"{instance}/rendered?accept=image/png", {"Accept": "image/jpeg"})
     assert ctype == "image/png"
