@@ -21,6 +21,7 @@ from aiohttp import web
 from pydantic import AfterValidator, Field
 from sqlalchemy import select
 
+from imaging import photo
 from imaging.aecg import AecgError, read_aecg
 from server.audit import Entry
 from server.consultflow import FINAL_STATES
@@ -36,6 +37,16 @@ router = Router()
 
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}$")
 _CHUNK = 256 * 1024
+
+
+class NotPreviewable(Problem):
+    status, code = 422, "attachment-not-previewable"
+    title, title_zh = "This file cannot be previewed", "此文件无法预览"
+
+
+class PreviewQuery(QueryModel):
+    #: The longest side of the preview, in pixels.
+    size: int = Field(default=photo.DEFAULT_BOX, ge=64, le=photo.MAX_BOX)
 
 
 class NotAnEcg(Problem):
@@ -211,4 +222,44 @@ async def download(call: Call[None, None]) -> web.StreamResponse:
             "X-Original-Content-Type": attachment.content_type,
             "X-Content-SHA256": attachment.sha256,
         },
+    )
+
+
+@router.route(
+    "GET",
+    "/api/v1/attachments/{attachment_id}/preview",
+    action=Action.CONSULT_READ,
+    summary="A photo attachment as a JPEG fitted in size×size (TIFF, 16-bit and big photos too)",
+    tags=["consults"],
+    query=PreviewQuery,
+    produces="image/jpeg",
+    errors=[422],
+)
+async def preview(call: Call[None, PreviewQuery]) -> web.Response:
+    """What a browser can show and a slow link can carry: the first picture of the file, upright,
+    8-bit, never enlarged. 422 when the file is not a picture or too large to decode."""
+    attachment = await call.session.get(Attachment, call.path["attachment_id"])
+    if attachment is None:
+        raise NotFound("no such attachment")
+    consult, _ = await load_consult(call, attachment.consult_id)
+    path = call.app[BLOBS].path(attachment.sha256)
+    try:
+        data = await asyncio.to_thread(photo.preview, path, call.query.size)
+    except photo.PhotoError as exc:
+        problem = NotPreviewable(exc.message)
+        problem.code = f"attachment-{exc.code}" if exc.code == "too-large" else problem.code
+        raise problem from None
+    await call.audit(
+        Entry(
+            action="attachment.read",
+            object_type="attachment",
+            object_id=str(attachment.id),
+            patient_id=consult.patient_id,
+            detail={"preview": call.query.size},
+        )
+    )
+    return web.Response(
+        body=data,
+        content_type="image/jpeg",
+        headers={"Cache-Control": "private, max-age=3600", "X-Content-SHA256": attachment.sha256},
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from PIL import Image
 from sqlalchemy import func, select
 
 from server.app import create_app
@@ -113,3 +114,36 @@ async def test_bad_names_and_outsiders(api: Api) -> None:
     # A cancelled consult takes no more files.
     await api.post(f"/api/v1/consults/{cid}/cancel", "chengguan", json={})
     assert (await _upload(api, cid, "chengguan", b"y"))[0] == 409
+
+
+async def test_a_tiff_photo_is_previewed_as_a_small_jpeg(api: Api) -> None:
+    """Browsers show no TIFF and a township link chokes on 20 MB: the preview is what they see."""
+    cid = await _consult(api)
+    picture = Image.new("RGB", (3000, 2000), (200, 40, 40))
+    buf = io.BytesIO()
+    picture.save(buf, format="TIFF")
+    status, meta = await _upload(api, cid, "chengguan", buf.getvalue(), "切片.tif", "image/tiff")
+    assert status == 201, meta
+    resp = await api.client.get(
+        f"/api/v1/attachments/{meta['id']}/preview",
+        params={"size": "600"},
+        headers=await api.headers("pathology"),
+    )
+    assert resp.status == 200
+    assert resp.content_type == "image/jpeg"
+    shown = Image.open(io.BytesIO(await resp.read()))
+    assert shown.size == (600, 400)
+    assert len(await resp.read()) < len(buf.getvalue()) // 100
+    # Audited as a read of the attachment.
+    _, log = await api.get(
+        "/api/v1/audit", "admin", params={"object_id": str(meta["id"]), "action": "attachment.read"}
+    )
+    assert any(entry["detail"] == {"preview": 600} for entry in log["items"]), log
+    # Not a picture, a bad size, an outsider.
+    status, meta = await _upload(api, cid, "chengguan", b"%PDF-1.7 not a picture", "r.pdf")
+    status, problem = await api.get(f"/api/v1/attachments/{meta['id']}/preview", "pathology")
+    assert (status, problem["code"]) == (422, "attachment-not-previewable")
+    status, _ = await api.get(f"/api/v1/attachments/{meta['id']}/preview?size=5", "pathology")
+    assert status == 422
+    status, _ = await api.get(f"/api/v1/attachments/{meta['id']}/preview", "baji")
+    assert status == 404

@@ -125,7 +125,7 @@ async def test_message_file_report_and_green_channel_referral(
     await expect(centre).to_have_url(consult_url)
     await state_is(centre, "待认领")
 
-    # The message, its author by name, and the photo, previewed from the download.
+    # The message, its author by name, and the photo, previewed as the server's JPEG.
     message = centre.get_by_test_id("message-item")
     await expect(message.get_by_test_id("message-body")).to_have_text(MESSAGE)
     await expect(message.get_by_test_id("message-author")).to_have_text("城关镇 刘医生")
@@ -137,7 +137,7 @@ async def test_message_file_report_and_green_channel_referral(
     image = centre.get_by_test_id("attachment-preview-image")
     await expect(image).to_be_visible()
     await expect(image).to_have_attribute("src", re.compile(r"^blob:"))
-    # The blob carries the original type: the browser decodes the 1×1 picture.
+    # The preview (a JPEG made on the server) decodes: the 1×1 picture.
     await centre.wait_for_function(
         "() => { const i = document.querySelector('[data-testid=attachment-preview-image]');"
         " return !!i && i.complete && i.naturalWidth === 1 }"

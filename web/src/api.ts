@@ -212,7 +212,8 @@ export async function downloadFile(path: string, signal?: AbortSignal): Promise<
     if (response.status === 401) onUnauthorized?.()
     throw new ApiError(response.status, problem, null)
   }
-  const contentType = response.headers.get('X-Original-Content-Type') || 'application/octet-stream'
+  const contentType =
+    response.headers.get('X-Original-Content-Type') || response.headers.get('Content-Type') || 'application/octet-stream'
   const body = await response.blob()
   return { blob: new Blob([body], { type: contentType }), contentType }
 }

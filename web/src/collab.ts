@@ -71,6 +71,12 @@ export function fetchAttachment(id: string, signal?: AbortSignal) {
   return downloadFile(`/api/v1/attachments/${enc(id)}`, signal)
 }
 
+/** A photo as the server's JPEG preview, fitted in `size` pixels: TIFF and 16-bit pictures
+ * become viewable, and a 20 MB original never crosses a slow link just to be looked at. */
+export function fetchPreview(id: string, size = 1600, signal?: AbortSignal) {
+  return downloadFile(`/api/v1/attachments/${enc(id)}/preview?size=${size}`, signal)
+}
+
 /** A photo, a document or another file, from its type and name. */
 export function kindOf(file: { type: string; name: string }): AttachmentKind {
   const type = file.type.toLowerCase()
@@ -88,10 +94,10 @@ export function kindOf(file: { type: string; name: string }): AttachmentKind {
 }
 
 /**
- * Types shown inline as a picture. Raster formats only: the preview is a blob of our own
- * origin, and anything that could carry script (SVG, HTML) is only ever downloaded.
+ * Types shown as a picture: raster formats the server turns into a JPEG preview. Anything that
+ * could carry script (SVG, HTML) is only ever downloaded.
  */
-const PREVIEWABLE = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp', 'image/bmp'])
+const PREVIEWABLE = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp', 'image/bmp', 'image/tiff'])
 
 export function previewable(contentType: string): boolean {
   return PREVIEWABLE.has(contentType.toLowerCase())
