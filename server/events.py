@@ -97,6 +97,7 @@ EVENT_TYPES = frozenset(
         "call.recording_refused",
         "call.recording_consented",
         "call.recording_started",
+        "call.recording_stopped",
         "call.recording_saved",
         "call.recording_failed",
     }

@@ -10,6 +10,12 @@ receive-only connection to each participant and writes what it receives into one
 (H.264, AAC). When the call ends the recorder stops, and the file is attached to the consult as
 an attachment of kind ``recording``. Without every current participant's consent, ``start``
 answers 409 and nothing is recorded.
+
+Consent can be withdrawn: any participant in the call may ``.../stop`` a recording under way
+(``recording → stopping``). The stop is an event on the durable streams, to the members and to
+the recorder's own stream: the recorder hears it over socket.io like ``call.ended``, whichever
+node it runs under, stops, and what it has is saved as when the call ends (``saved``, or
+``failed`` if no media had arrived yet). The call itself goes on.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import func, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from server import events
 from server.audit import Entry
@@ -47,6 +54,7 @@ from server.models import (
     CallParticipant,
     CallRecording,
     Consult,
+    Event,
     RecordingConsent,
     User,
     VideoCall,
@@ -71,6 +79,12 @@ UNUSABLE_PASSWORD = "!"  # noqa: S105
 _CHUNK = 256 * 1024
 
 
+class NotRecording(Conflict):
+    code = "not-recording"
+    title = "Nothing is being recorded"
+    title_zh = "当前没有正在进行的录制"
+
+
 class ConsentBody(RequestModel):
     consent: bool
 
@@ -85,7 +99,7 @@ class ConsentOut(ResponseModel):
 class RecordingOut(ResponseModel):
     id: uuid.UUID
     call_id: uuid.UUID
-    #: asking → refused | consented → recording → saved | failed
+    #: asking → refused | consented → recording → (stopping →) saved | failed
     state: str
     requested_by_user_id: uuid.UUID
     requested_at: dt.datetime
@@ -366,6 +380,9 @@ async def start_recording(call: Call[None, None]) -> RecordingOut:
         ],
         "ice_transport_policy": "relay" if settings.ice_relay_only else "all",
     }
+    # The recorder reads its feed from here on: a stop committed before it connects (it can
+    # only commit after this transaction) is replayed to it, never missed.
+    after = int(await call.session.scalar(select(func.max(Event.id))) or 0)
     call.app[RECORDINGS].launch(
         Job(
             recording_id=rec.id,
@@ -377,8 +394,58 @@ async def start_recording(call: Call[None, None]) -> RecordingOut:
             token=issued.token,
             rtc=rtc,
             members=members,
+            after=after,
         )
     )
+    return await _out(call, video, rec)
+
+
+@router.route(
+    "POST",
+    "/api/v1/calls/{call_id}/recording/stop",
+    action=Action.CALL,
+    summary="Stop recording (consent withdrawn): what was recorded is saved; the call goes on",
+    tags=["calls"],
+    response=RecordingOut,
+    errors=[409],
+)
+async def stop_recording(call: Call[None, None]) -> RecordingOut:
+    """Any participant in the call may stop it. The recorder hears the stop on its own stream
+    (on whichever node it is connected), stops and saves what it has: ``stopping``, then
+    ``saved`` or ``failed`` as at the end of a call."""
+    video, consult, me = await load_call(call, call.path["call_id"])
+    rec = await _recording(call, video)
+    if rec is None:
+        raise NotRecording("nothing is being recorded in this call")
+    members = await _in_call(call, video, me, rec)
+    # Guarded: of two participants stopping at once, or a stop racing the end of the call,
+    # exactly one moves it on; the other is told what it has become.
+    moved = await call.session.execute(
+        update(CallRecording)
+        .where(CallRecording.id == rec.id, CallRecording.state == "recording")
+        .values(state="stopping")
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        await call.session.refresh(rec)
+        raise NotRecording(
+            f"only a recording under way can be stopped; this one is {rec.state}",
+            state=rec.state,
+        )
+    set_committed_value(rec, "state", "stopping")
+    timeline(call, consult, "call.record_stop", call_id=video.id)
+    await call.session.flush()
+    await call.audit(
+        Entry(
+            action="call.record_stop",
+            object_type="call",
+            object_id=str(video.id),
+            patient_id=consult.patient_id,
+        )
+    )
+    # The recorder's own stream too: that is how its process, wherever it runs, is told.
+    to = [*members, *([rec.recorder_user_id] if rec.recorder_user_id else [])]
+    _announce(call, video, consult, to, "call.recording_stopped", rec, by=str(me.user_id))
     return await _out(call, video, rec)
 
 
@@ -396,6 +463,8 @@ class Job:
     token: str = field(repr=False)
     rtc: dict[str, Any] = field(repr=False)
     members: list[uuid.UUID]
+    #: The recorder's feed starts after this event id.
+    after: int = 0
 
 
 class Recordings:
@@ -436,6 +505,8 @@ class Recordings:
                 str(job.call_id),
                 "--out",
                 str(out),
+                "--after",
+                str(job.after),
                 *[arg for m in job.members for arg in ("--member", str(m))],
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
@@ -448,7 +519,8 @@ class Recordings:
             process.stdin.close()
             async for line in process.stdout:
                 with contextlib.suppress(ValueError):
-                    if json.loads(line).get("event") == "recording":
+                    told = json.loads(line)
+                    if told.get("event") == "recording" and told.get("tracks"):
                         await self._flowing(job)
             code = await process.wait()
             log.info("call %s: recorder exited with %s", job.call_id, code)
@@ -468,8 +540,8 @@ class Recordings:
             rec = await db.get(CallRecording, job.recording_id)
             consult = await db.get(Consult, job.consult_id)
             video = await db.get(VideoCall, job.call_id)
-            if rec is None or consult is None or video is None:
-                return
+            if rec is None or consult is None or video is None or rec.state != "recording":
+                return  # stopped meanwhile: it is not "started" after "stopped"
             rec.recording_since = utcnow()
             pending = [
                 PendingEvent(
@@ -493,6 +565,10 @@ class Recordings:
                 return
             now = utcnow()
             rec.ended_at = now
+            # The recorder has left the call (stopped, or the call ended).
+            seat = await db.get(CallParticipant, (video.id, job.recorder_id))
+            if seat is not None and seat.left_at is None:
+                seat.left_at = now
             detail: dict[str, Any] = {"call_id": str(video.id)}
             if size == 0:
                 rec.state = "failed"

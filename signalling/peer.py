@@ -8,7 +8,8 @@ a side connection that sends the same kind of track.
 
 ``CallRecorder`` is the server's recording participant: it offers a receive-only connection to
 each other member and writes every track it gets into one file (aiortc's MediaRecorder; the
-container follows the file name, e.g. MP4 with H.264 and AAC), until the call ends.
+container follows the file name, e.g. MP4 with H.264 and AAC), until its feed says the call ended
+or a participant stopped the recording; then it tells the members it hung up.
 """
 
 from __future__ import annotations
@@ -95,12 +96,13 @@ class HeadlessPeer:
         self.sio.on("call.signal", self._route)
 
     async def _route(self, message: dict[str, Any]) -> None:
-        sender = message.get("from")
+        sender, kind = message.get("from"), message.get("kind")
         if isinstance(sender, str) and (
-            sender in self.sides
-            or (message.get("kind") == "offer" and self.remote and sender != self.remote)
+            sender in self.sides or (kind == "offer" and self.remote and sender != self.remote)
         ):
             self._tasks.append(asyncio.create_task(self._side(sender, message)))
+        elif kind == "hangup" and self.remote and sender != self.remote:
+            return  # a member we have no connection with (a recorder that stopped early)
         else:
             await self.signals.put(message)
 
@@ -303,12 +305,18 @@ class FileRecorder:
         self.container.close()
 
 
+#: Events on the recorder's feed that end its recording (for its own call).
+FINISHING = frozenset({"call.ended", "call.timed_out", "call.recording_stopped"})
+
+
 class CallRecorder(HeadlessPeer):
     """The server's recording participant (signed in with a token the server gives it)."""
 
-    def __init__(self, base_url: str, token: str, rtc: dict[str, Any]) -> None:
+    def __init__(self, base_url: str, token: str, rtc: dict[str, Any], *, after: int = 0) -> None:
         super().__init__(base_url)
         self.token = token
+        #: Its feed is read from after this event id (the server's latest when it started it).
+        self.after = after
         #: The server hands the recorder its ICE configuration (it may not call the API).
         self.config = configuration(rtc)
         self.connections: dict[str, RTCPeerConnection] = {}
@@ -318,19 +326,19 @@ class CallRecorder(HeadlessPeer):
         self._ice: dict[str, list[dict[str, Any] | None]] = {}
         self._described: set[str] = set()
         self.recorder: FileRecorder | None = None
-        #: Set when the feed says the call ended.
-        self.ended = asyncio.Event()
+        #: Set when the feed says the call ended or a participant stopped the recording.
+        self.finished = asyncio.Event()
         self._call_id = ""
         self.sio.on("event", self._event)
 
     async def _event(self, event: Any) -> None:
         if (
             isinstance(event, dict)
-            and event.get("type") in ("call.ended", "call.timed_out")
+            and event.get("type") in FINISHING
             and isinstance(event.get("payload"), dict)
             and event["payload"].get("call_id") == self._call_id
         ):
-            self.ended.set()
+            self.finished.set()
 
     async def _route(self, message: dict[str, Any]) -> None:
         sender, kind = message.get("from"), message.get("kind")
@@ -366,9 +374,10 @@ class CallRecorder(HeadlessPeer):
                     answer = await self.sio.call("call.join", {"call_id": call_id}, timeout=10)
                     if "error" in answer:
                         raise RuntimeError(answer["error"]["message"])
-                    # Live events only (the end of this call), no backlog.
+                    # The feed from when the recording started: the end of this call or a stop
+                    # that came before we got here is replayed now, later ones arrive live.
                     self._call_id = call_id
-                    await self.sio.call("sync", {"after": 2**62 - 1}, timeout=10)
+                    await self.sio.call("sync", {"after": self.after}, timeout=10)
                     return
                 except RuntimeError:
                     if self.sio.connected:
@@ -400,16 +409,21 @@ class CallRecorder(HeadlessPeer):
     async def start_recording(self, path: str) -> int:
         """Write every received track into ``path`` once media flows; returns the track count.
 
-        Waits for a first frame on each track (a track that never delivers is left out)."""
+        Waits for a first frame on each track (a track that never delivers is left out). If it
+        is cancelled meanwhile (stopped before media flowed), nothing is written."""
         recorder = FileRecorder(path)
-        for member, tracks in self.tracks.items():
-            for track in tracks:
-                try:
-                    first = await asyncio.wait_for(track.recv(), 10)
-                except Exception:
-                    log.warning("recorder: no %s from member %s; left out", track.kind, member)
-                    continue
-                recorder.add(track, first)
+        try:
+            for member, tracks in self.tracks.items():
+                for track in tracks:
+                    try:
+                        first = await asyncio.wait_for(track.recv(), 10)
+                    except Exception:
+                        log.warning("recorder: no %s from member %s; left out", track.kind, member)
+                        continue
+                    recorder.add(track, first)
+        except BaseException:
+            recorder.close()
+            raise
         if recorder.entries:
             recorder.start()
             self.recorder = recorder
@@ -418,8 +432,14 @@ class CallRecorder(HeadlessPeer):
         return len(recorder.entries)
 
     async def stop(self) -> None:
+        """Finish the file, then leave: the members drop their side connections to us."""
         if self.recorder is not None:
             await self.recorder.stop()
             self.recorder = None
         for pc in self.connections.values():
             await pc.close()
+        if self._call_id and self.sio.connected:
+            with contextlib.suppress(Exception):
+                await self.sio.call(
+                    "call.signal", {"call_id": self._call_id, "kind": "hangup"}, timeout=5
+                )

@@ -527,6 +527,8 @@ CASES: tuple[Case, ...] = (
         exact=(("coordinator", 409), ("radiology", 200), ("chengguan", 409)),
         with_coordinator=True,
     ),
+    # Refused: nothing is recording, so nothing to stop (409 for every member).
+    _call_step("POST", "/recording/stop", ok=409, with_coordinator=True),
     _call_step("POST", "/decline", ok=409, with_coordinator=True),
     _call_step(
         "POST", "/hangup", exact=(("coordinator", 200), ("radiology", 200), ("chengguan", 409))
