@@ -28,13 +28,20 @@ from server.models import (
     Centre,
     Consult,
     Institution,
-    InstitutionKind,
     Role,
     User,
+    UserRole,
     VideoCall,
     utcnow,
 )
-from server.policy import Action, Principal, can_work_on, centre_side, requester_side
+from server.policy import (
+    Action,
+    Principal,
+    call_invitee_clause,
+    can_work_on,
+    centre_side,
+    requester_side,
+)
 from server.problems import Conflict, Forbidden, NotFound, ValidationFailed
 from server.routing import Call, RequestModel, ResponseModel, Router
 
@@ -66,6 +73,20 @@ class ParticipantOut(ResponseModel):
     left_at: dt.datetime | None
 
 
+class InviteeOut(ResponseModel):
+    id: uuid.UUID
+    display_name: str
+    institution_id: uuid.UUID
+    institution_name_zh: str
+    institution_name_en: str
+    #: Of the partner hospital the consult was escalated to, outside the consortium.
+    partner: bool
+
+
+class Invitees(ResponseModel):
+    items: list[InviteeOut]
+
+
 class CallOut(ResponseModel):
     id: uuid.UUID
     consult_id: uuid.UUID
@@ -87,28 +108,11 @@ def may_take_part(p: Principal, consult: Consult) -> bool:
 
 
 async def _may_be_invited(db: AsyncSession, user_id: uuid.UUID, consult: Consult) -> bool:
-    """The requesting station's doctors, the centre's specialists and coordinators, and the
-    specialists of the partner hospital the consult was escalated to."""
-    row = (
-        await db.execute(
-            select(User, Institution)
-            .join(Institution, Institution.id == User.institution_id)
-            .where(User.id == user_id, User.active.is_(True))
-        )
-    ).first()
-    if row is None:
-        return False
-    user, institution = row[0], row[1]
-    roles, centres = user.role_set, user.centre_set
-    if Role.GRASSROOTS_DOCTOR in roles and institution.id == consult.requester_institution_id:
-        return True
-    if (
-        roles & {Role.SPECIALIST, Role.CENTRE_COORDINATOR}
-        and consult.centre in centres
-        and institution.kind is InstitutionKind.LEAD_HOSPITAL
-    ):
-        return True
-    return Role.SPECIALIST in roles and institution.id == consult.escalated_to_institution_id
+    """As the policy says (:func:`server.policy.call_invitee_clause`): the requesting station's
+    doctors, the centre's specialists and coordinators, and the specialists of the partner
+    hospital the consult was escalated to."""
+    found = await db.scalar(select(User.id).where(User.id == user_id, call_invitee_clause(consult)))
+    return found is not None
 
 
 async def _out(db: AsyncSession, call: VideoCall) -> CallOut:
@@ -281,6 +285,46 @@ async def start_call(call: Call[CallCreate, None]) -> CallOut:
 async def get_call(call: Call[None, None]) -> CallOut:
     video, _, _ = await load_call(call, call.path["call_id"])
     return await _out(call.session, video)
+
+
+@router.route(
+    "GET",
+    "/api/v1/calls/{call_id}/invitees",
+    action=Action.CALL,
+    summary="The experts who may be invited into this call (participants only)",
+    tags=["calls"],
+    response=Invitees,
+)
+async def invitees(call: Call[None, None]) -> Invitees:
+    """The specialists the policy lets take part in the consult: the centre's at the lead
+    hospital and, once the consult is escalated, the partner hospital's; not those already
+    invited (an invitation is made once per call)."""
+    video, consult, _ = await load_call(call, call.path["call_id"])
+    invited = select(CallParticipant.user_id).where(CallParticipant.call_id == video.id)
+    rows = await call.session.execute(
+        select(User.id, User.display_name, Institution)
+        .join(Institution, Institution.id == User.institution_id)
+        .where(
+            call_invitee_clause(consult),
+            User.roles.any(UserRole.role == Role.SPECIALIST),
+            User.id.not_in(invited),
+        )
+        # The centre's own first, then the partner's.
+        .order_by(User.institution_id == consult.escalated_to_institution_id, User.display_name)
+    )
+    return Invitees(
+        items=[
+            InviteeOut(
+                id=user_id,
+                display_name=name,
+                institution_id=institution.id,
+                institution_name_zh=institution.name_zh,
+                institution_name_en=institution.name_en,
+                partner=institution.id == consult.escalated_to_institution_id,
+            )
+            for user_id, name, institution in rows
+        ]
+    )
 
 
 @router.route(

@@ -21,17 +21,21 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, exists, false, or_, select
+from sqlalchemy import ColumnElement, and_, exists, false, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from server.models import (
     DICOM,
     Centre,
+    CentreMembership,
     Consult,
     ConsultStudy,
+    Institution,
     InstitutionKind,
     PatientLink,
     Role,
+    User,
+    UserRole,
 )
 from server.problems import Forbidden
 
@@ -232,6 +236,38 @@ def can_work_on(principal: Principal, consult: Consult) -> bool:
     return centre_side(principal, consult.centre) or escalation_partner(
         principal, consult.escalated_to_institution_id
     )
+
+
+def call_invitee_clause(consult: Consult) -> ColumnElement[bool]:
+    """The people who may be invited into a video call on ``consult``, as a SQL condition over
+    ``users``: those who may see it and take part in it. The requesting station's doctors; the
+    specialists and coordinators of its centre at the lead hospital; and, once it is escalated
+    to a partner hospital, that hospital's specialists (as :func:`escalation_partner` lets them
+    see it). Nobody of any other institution, and no partner before the consult is escalated to
+    it."""
+
+    def has_role(*roles: Role) -> ColumnElement[bool]:
+        return User.roles.any(UserRole.role.in_(roles))
+
+    clauses = [
+        and_(
+            User.institution_id == consult.requester_institution_id,
+            has_role(Role.GRASSROOTS_DOCTOR),
+        ),
+        and_(
+            User.institution.has(Institution.kind == InstitutionKind.LEAD_HOSPITAL),
+            has_role(*_CENTRE_ROLES),
+            User.centres.any(CentreMembership.centre == consult.centre),
+        ),
+    ]
+    if consult.escalated_to_institution_id is not None:
+        clauses.append(
+            and_(
+                User.institution_id == consult.escalated_to_institution_id,
+                has_role(Role.SPECIALIST),
+            )
+        )
+    return and_(User.active.is_(True), or_(*clauses))
 
 
 def can_register_patient_at(principal: Principal, institution_id: uuid.UUID) -> bool:

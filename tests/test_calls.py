@@ -299,3 +299,81 @@ async def test_a_member_whose_last_connection_goes_is_announced_as_left(api: Api
     finally:
         for peer in (station, expert, second_tab):
             await peer.close()
+
+
+async def _new_specialist(api: Api, username: str, institution: str, centre: str) -> str:
+    status, user = await api.post(
+        "/api/v1/users",
+        "admin",
+        json={
+            "username": username,
+            "display_name": f"{username} 医生",
+            "institution_id": await api.institution_id(institution),
+            "password": "partner-password-1",
+            "roles": ["specialist"],
+            "centres": [centre],
+        },
+    )
+    assert status == 201, user
+    await api.login(username, "partner-password-1")
+    return str(user["id"])
+
+
+async def test_partner_specialists_are_invitable_once_the_consult_is_escalated(api: Api) -> None:
+    """The invite list offers the centre's specialists and, once the consult is escalated to a
+    partner hospital, that partner's specialists: never another institution's."""
+    status, other = await api.post(
+        "/api/v1/institutions",
+        "admin",
+        json={"code": "shier", "name_zh": "市第二人民医院", "kind": "partner_hospital"},
+    )
+    assert status == 201, other
+    partner = await _new_specialist(api, "shengyi-doc", "shengyi", "ecg")
+    outsider = await _new_specialist(api, "shier-doc", "shier", "consultation")
+    cid = await _claimed_consult(api)
+    specialist, neuro = await _user_id(api, "consult"), await _user_id(api, "neuro")
+    _, call = await api.post(
+        f"/api/v1/consults/{cid}/calls", "chengguan", json={"invitee_ids": [specialist]}
+    )
+    call_id = call["id"]
+    await api.post(f"/api/v1/calls/{call_id}/accept", "consult")
+
+    async def offered() -> dict[str, dict[str, Any]]:
+        status, body = await api.get(f"/api/v1/calls/{call_id}/invitees", "consult")
+        assert status == 200, body
+        return {i["id"]: i for i in body["items"]}
+
+    # Not escalated: the centre's other specialist only (not the imaging one, not a partner's).
+    assert set(await offered()) == {neuro}
+    invite = f"/api/v1/calls/{call_id}/invite"
+    assert (await api.post(invite, "consult", json={"user_id": partner}))[0] == 422
+
+    status, _ = await api.post(
+        f"/api/v1/consults/{cid}/escalate",
+        "consult",
+        json={"institution_id": await api.institution_id("shengyi"), "note": "请省医院会诊"},
+    )
+    assert status == 200
+    listed = await offered()
+    assert set(listed) == {neuro, partner}  # whatever their centre; never the other partner's
+    assert listed[partner]["partner"] is True
+    assert listed[partner]["institution_name_zh"] == "省人民医院"
+    assert listed[neuro]["partner"] is False
+    assert (await api.post(invite, "consult", json={"user_id": outsider}))[0] == 422
+    # The station's doctor, also in the call, gets the same list; others get no call at all.
+    status, body = await api.get(f"/api/v1/calls/{call_id}/invitees", "chengguan")
+    assert {i["id"] for i in body["items"]} == {neuro, partner}
+    for stranger in ("neuro", "baji", "shengyi-doc"):
+        assert (await api.get(f"/api/v1/calls/{call_id}/invitees", stranger))[0] == 404
+
+    # The partner's specialist is invited, rings, answers and is in the call.
+    status, invited = await api.post(invite, "consult", json={"user_id": partner})
+    assert status == 200, invited
+    _, feed = await api.get("/api/v1/events", "shengyi-doc")
+    assert any(
+        e["type"] == "call.ringing" and e["payload"]["call_id"] == call_id for e in feed["items"]
+    )
+    status, answered = await api.post(f"/api/v1/calls/{call_id}/accept", "shengyi-doc")
+    assert status == 200, answered
+    assert {p["user_id"]: p["answer"] for p in answered["participants"]}[partner] == "accepted"
+    assert set(await offered()) == {neuro}  # invited once

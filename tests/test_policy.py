@@ -498,6 +498,7 @@ CASES: tuple[Case, ...] = (
         in_scope=IMAGING_CONSULT,
     ),
     _call_step("GET", "", ok=200),
+    _call_step("GET", "/invitees", ok=200),
     _call_step(
         "POST",
         "/invite",
