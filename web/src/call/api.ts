@@ -62,7 +62,7 @@ export async function rtcConfiguration(): Promise<RTCConfiguration> {
   }
 }
 
-export type RecordingState = 'asking' | 'refused' | 'consented' | 'recording' | 'saved' | 'failed'
+export type RecordingState = 'asking' | 'refused' | 'consented' | 'recording' | 'stopping' | 'saved' | 'failed'
 
 export interface RecordingOut {
   id: string
@@ -85,6 +85,9 @@ export const consentRecording = (callId: string, consent: boolean): Promise<Reco
   api.post<RecordingOut>(`${recordingPath(callId)}/consent`, { consent })
 export const startRecording = (callId: string): Promise<RecordingOut> =>
   api.post<RecordingOut>(`${recordingPath(callId)}/start`, {})
+/** Stop a recording under way (any participant; consent withdrawn): 409 `not-recording` otherwise. */
+export const stopRecording = (callId: string): Promise<RecordingOut> =>
+  api.post<RecordingOut>(`${recordingPath(callId)}/stop`, {})
 
 /** Call events (call.ringing, call.accepted, …) carry the call id in their payload. */
 export const CALL_EVENT_TYPES = ['call.ringing', 'call.accepted', 'call.declined', 'call.connected', 'call.ended', 'call.timed_out']
