@@ -3,9 +3,12 @@
 城关镇卫生院's doctor (``chengguan``) calls the imaging specialist (``radiology``), who has claimed
 the consult. In the call panel the specialist invites a second imaging specialist (created here
 through the admin API) with 邀请专家; the expert's page rings, they answer, and both members
-already in the call offer to them. Every page then decodes video from both others (getStats() on
-each pair's RTCPeerConnection, exposed with ``?debug`` as ``window.__huizhenPairs``). The expert
-hangs up: their tile goes from the other two pages, which keep their call with one tile each.
+already in the call offer to them. The consult was escalated to 省人民医院 first: the invite
+list also offers that partner hospital's specialist, named with the hospital, and not the
+specialist of another partner hospital. Every page then decodes video from both others
+(getStats() on each pair's RTCPeerConnection, exposed with ``?debug`` as
+``window.__huizhenPairs``). The expert hangs up: their tile goes from the other two pages, which
+keep their call with one tile each.
 """
 
 from __future__ import annotations
@@ -48,6 +51,38 @@ async def second_specialist(admin: HeadlessPeer) -> str:
     return str(user["id"])
 
 
+async def partner_specialist(admin: HeadlessPeer, code: str, username: str) -> str:
+    """A specialist of the partner hospital ``code`` (made first if it is not there)."""
+    found = [i for i in await institutions(admin) if i["code"] == code]
+    hospital = (
+        found[0]
+        if found
+        else await admin.api(
+            "POST",
+            "/api/v1/institutions",
+            {"code": code, "name_zh": "市第二人民医院", "kind": "partner_hospital"},
+        )
+    )
+    user = await admin.api(
+        "POST",
+        "/api/v1/users",
+        {
+            "username": username,
+            "display_name": f"{username} 教授",
+            "institution_id": hospital["id"],
+            "password": DEMO_PASSWORD,
+            "roles": ["specialist"],
+            "centres": ["imaging"],
+        },
+    )
+    return str(user["id"])
+
+
+async def institutions(admin: HeadlessPeer) -> list[dict[str, str]]:
+    items: list[dict[str, str]] = (await admin.api("GET", "/api/v1/institutions"))["items"]
+    return items
+
+
 async def open_consult(page: Page, username: str, consult_id: str) -> None:
     await page.goto("/")
     await sign_in(page, username)
@@ -64,6 +99,8 @@ async def test_three_way_mesh(live_server: HuizhenProcess, browser: Browser) -> 
     await station_rest.sign_in("chengguan", DEMO_PASSWORD)
     await specialist_rest.sign_in("radiology", DEMO_PASSWORD)
     expert_id = await second_specialist(admin)
+    partner_id = await partner_specialist(admin, "shengyi", "shengyi-doc")
+    outsider_id = await partner_specialist(admin, "shier", "shier-doc")
     found = await station_rest.api("GET", "/api/v1/patients?name=%E5%BC%A0%E6%A1%82%E5%85%B0")
     consult = await station_rest.api(
         "POST",
@@ -72,6 +109,12 @@ async def test_three_way_mesh(live_server: HuizhenProcess, browser: Browser) -> 
     )
     cid = str(consult["id"])
     await specialist_rest.api("POST", f"/api/v1/consults/{cid}/claim", {})
+    shengyi = next(i for i in await institutions(admin) if i["code"] == "shengyi")
+    await specialist_rest.api(
+        "POST",
+        f"/api/v1/consults/{cid}/escalate",
+        {"institution_id": shengyi["id"], "note": "请省医院会诊"},
+    )
 
     pages: dict[str, Page] = {}
     watches: list[PageWatch] = []
@@ -97,6 +140,13 @@ async def test_three_way_mesh(live_server: HuizhenProcess, browser: Browser) -> 
         # The specialist invites the second expert from the call panel.
         await specialist.get_by_test_id("call-invite").click()
         await specialist.get_by_test_id("call-invite-select").click()
+        # The escalated consult's partner specialist is offered too, never another partner's.
+        await expect(specialist.get_by_test_id(f"call-invite-option-{partner_id}")).to_contain_text(
+            "shengyi-doc 教授（省人民医院）"
+        )
+        await expect(specialist.get_by_test_id(f"call-invite-option-{outsider_id}")).to_have_count(
+            0
+        )
         await specialist.get_by_test_id(f"call-invite-option-{expert_id}").click()
         await specialist.get_by_test_id("call-invite-send").click()
         await expect(specialist.get_by_test_id("call-invite-notice")).to_contain_text(EXPERT_NAME)

@@ -38,6 +38,20 @@ export const acceptCall = (callId: string): Promise<CallOut> => api.post<CallOut
 export const declineCall = (callId: string): Promise<CallOut> => api.post<CallOut>(`/api/v1/calls/${callId}/decline`, {})
 export const reportConnected = (callId: string): Promise<CallOut> =>
   api.post<CallOut>(`/api/v1/calls/${callId}/connected`, {})
+/** An expert the policy lets take part in the call's consult: the centre's, or the partner
+ * hospital's once the consult is escalated to it (`partner`). */
+export interface Invitee {
+  id: string
+  display_name: string
+  institution_id: string
+  institution_name_zh: string
+  institution_name_en: string
+  partner: boolean
+}
+
+/** Whom the call panel may invite (participants only; those already invited are left out). */
+export const getInvitees = (callId: string): Promise<{ items: Invitee[] }> =>
+  api.get<{ items: Invitee[] }>(`/api/v1/calls/${callId}/invitees`)
 /** Invite another expert into a call under way (at most four participants: 409 when full). */
 export const inviteToCall = (callId: string, userId: string): Promise<CallOut> =>
   api.post<CallOut>(`/api/v1/calls/${callId}/invite`, { user_id: userId })

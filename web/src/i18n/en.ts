@@ -159,6 +159,7 @@ const en: Messages = {
     inviteNone: 'No one to invite',
     invited: '{name} invited; ringing…',
     inviteFull: 'The call is full: a video consultation holds at most 4 people.',
+    invitePartner: '{name} ({institution})',
     you: 'Me',
     ringTitle: 'Video call',
     ringMessage: 'You are being called for a video consultation. Open the consult to answer.',

@@ -160,6 +160,7 @@ const zhCN = {
     inviteNone: '没有可邀请的专家',
     invited: '已邀请 {name}，正在呼叫…',
     inviteFull: '通话已满：视频会诊最多 4 人，无法再邀请。',
+    invitePartner: '{name}（{institution}）',
     you: '我',
     ringTitle: '视频会诊来电',
     ringMessage: '有视频会诊呼叫您，点击打开会诊接听。',
