@@ -417,6 +417,15 @@ CASES: tuple[Case, ...] = (
         in_scope=IMAGING_CONSULT,
     ),
     Case(
+        "GET",
+        "/api/v1/attachments/{attachment_id}/preview",
+        lambda c: f"/api/v1/attachments/{c.attachment}/preview",
+        CLINICAL,
+        422,  # the matrix attachment is a text file, not a picture: the policy let it through
+        out_of_scope=404,
+        in_scope=IMAGING_CONSULT,
+    ),
+    Case(
         "POST",
         "/api/v1/consults/{consult_id}/referrals",
         lambda c: f"/api/v1/consults/{c.consult}/referrals",
