@@ -1,29 +1,51 @@
 """The DICOM JSON model (PS3.18 F.2) of a pydicom data set, without pydicom's per-element detour.
 
 :func:`to_json_dict` returns what ``Dataset.to_json_dict(bulk_data_threshold, handler)`` returns,
-equal with ``==``, but converts each raw element's bytes with pydicom's own value converter
-(:func:`pydicom.values.convert_value`: the same character set decoding, the same value types and
-the same validation warnings) and writes the JSON attribute from that value directly. pydicom
-instead converts every element into a :class:`~pydicom.dataelem.DataElement`, stores it back
-into the data set and then asks it for its JSON, which costs most of the time of a small file.
+equal with ``==``, with the same warnings and the same errors. Each raw element takes the first of
+three roads that applies:
 
-Only the common case takes the short path: an element whose VR is explicit (or known from the
-dictionary), neither ``UN`` nor ambiguous (``US or SS``...), not a LUT descriptor, not deferred.
-Every other element, and every element when pydicom's conversion hooks or numpy options are
-customised, goes through pydicom itself (``ds[tag].to_json_dict``). Sequences are converted by
-pydicom (that sets the items' parent and pixel representation) and their items walked here.
+1. **Direct**: the JSON attribute is written from the element's bytes, nothing converted. It
+   covers the common VRs: the text VRs (AE AS CS DA DS DT IS LO LT PN SH ST TM UC UI UR UT), the
+   binary numbers (AT FD FL SL SS SV UL US UV), the binary VRs (OB OD OF OL OV OW: inline or bulk
+   data) and plain sequences (see :meth:`_Writer.items`). Each does what pydicom's converter for
+   that VR (``pydicom.values``) does: the text decoded once (the default repertoire as pydicom
+   reads it, latin-1; the VRs with a character set in the data set's first one when that is
+   ISO_IR 6, ISO_IR 100, ISO_IR 192 or GB18030 and the value has no escape sequence: then
+   pydicom's ``decode_bytes`` too makes one strict ``bytes.decode``), split on backslashes and
+   trimmed as that converter trims, numbers parsed with ``float``, ``int`` and ``struct`` as
+   pydicom parses them. A value that pydicom would warn about (its read validation: lengths, UI
+   and IS syntax, PN groups), fail on, or convert in some other way is refused, and goes the
+   second road: decoding errors, escape sequences, lengths that are not a multiple of the value
+   size, an empty number in a list, DS or IS text that ``float`` or the IS syntax refuse, an empty
+   name in a list of person names. This road is open only with pydicom's default reading
+   settings (WARN validation, no datetime conversion, DS as float, no hooks or callbacks; see
+   :func:`_direct_allowed`) and for data sets that carry their character set (all that pydicom
+   reads).
+2. **Converted**: pydicom's value converter (:func:`pydicom.values.convert_value`) makes the value
+   and the attribute is written from it, for an element whose VR is explicit or known from the
+   dictionary, neither ``UN`` nor ambiguous (``US or SS``...), not a LUT descriptor, not deferred.
+3. **pydicom**: ``ds[tag].to_json_dict`` for everything else, and for every element when
+   pydicom's conversion hooks or numpy options are customised. A sequence not read directly is
+   converted by pydicom (that parses it, and sets the items' parent and pixel representation)
+   and its items walked here.
 
-Unlike pydicom, the data set is left mostly unconverted: elements taken on the short path stay
-raw in ``ds``. Blocking and pure otherwise.
+Unlike pydicom, the data set is left mostly unconverted: elements taken on the first two roads
+stay raw in ``ds``. :func:`direct_attribute` gives one top-level element's attribute by the
+direct road, for a caller that wants a value without converting the element. Blocking and pure
+otherwise.
 """
 
 from __future__ import annotations
 
 import base64
+import codecs
+import re
 from collections.abc import Callable, MutableSequence
 from functools import partial
+from struct import Struct, calcsize, unpack
 from typing import Any
 
+import pydicom.valuerep
 from pydicom import config
 from pydicom.charset import default_encoding
 from pydicom.datadict import dictionary_VR
@@ -32,14 +54,25 @@ from pydicom.dataset import Dataset
 from pydicom.hooks import hooks
 from pydicom.hooks import raw_element_value as _default_value_hook
 from pydicom.hooks import raw_element_vr as _default_vr_hook
-from pydicom.valuerep import AMBIGUOUS_VR, BYTES_VR, FLOAT_VR, INT_VR, PersonName
+from pydicom.tag import BaseTag, Tag
+from pydicom.valuerep import (
+    AMBIGUOUS_VR,
+    BYTES_VR,
+    EXPLICIT_VR_LENGTH_32,
+    FLOAT_VR,
+    INT_VR,
+    DSfloat,
+    PersonName,
+)
 from pydicom.values import convert_value
 
-__all__ = ["to_json_dict"]
+__all__ = ["direct_attribute", "to_json_dict"]
 
 BulkHandler = Callable[[DataElement], str]
+Attribute = dict[str, Any]
 
 _UNDEFINED = 0xFFFFFFFF
+_PIXEL_REPRESENTATION = 0x00280103
 _CHARSET_TAG = 0x00080005
 # Tags whose first value pydicom's value hook adjusts (tag.py _LUT_DESCRIPTOR_TAGS).
 _LUT_DESCRIPTORS = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
@@ -55,7 +88,7 @@ def to_json_dict(
     """``ds.to_json_dict(bulk_data_threshold, handler)``, the same value, faster."""
     if _customised():
         return ds.to_json_dict(bulk_data_threshold, handler)
-    return _dataset(ds, bulk_data_threshold, handler)
+    return _Writer(bulk_data_threshold, handler, direct=_direct_allowed()).dataset(ds)
 
 
 def _customised() -> bool:
@@ -70,43 +103,253 @@ def _customised() -> bool:
     )
 
 
-def _dataset(ds: Dataset, threshold: int, handler: BulkHandler | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    encoding: str | MutableSequence[str] | None = None
-    # Dataset.keys() and get_item() for each cost more than the rest of a short-path element.
-    for tag, element in list(ds._dict.items()):
-        key = f"{tag:08X}"
-        if isinstance(element, RawDataElement):
-            vr = _short_path_vr(element)
-            if vr is None:
-                out[key] = ds[tag].to_json_dict(handler, threshold)
-                continue
-            if vr == "SQ":
-                out[key] = _sequence(ds[tag], threshold, handler)
-                continue
-            if tag == _CHARSET_TAG:
-                charset: str | MutableSequence[str] = default_encoding
+def _direct_allowed() -> bool:
+    """The reading settings the direct writers assume (pydicom's defaults)."""
+    return (
+        config.settings.reading_validation_mode == config.WARN
+        and not config.datetime_conversion
+        and pydicom.valuerep.DSclass is DSfloat
+    )
+
+
+class _Writer:
+    """One conversion: its bulk data settings and whether the direct road is open."""
+
+    __slots__ = ("direct", "handler", "inline_limit", "threshold")
+
+    def __init__(self, threshold: int, handler: BulkHandler | None, *, direct: bool) -> None:
+        self.threshold = threshold
+        self.handler = handler
+        self.direct = direct
+        # pydicom's rule: bulk data when the base64 text would exceed the threshold.
+        self.inline_limit = (threshold // 4) * 3
+
+    def dataset(self, ds: Dataset) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        threshold, handler = self.threshold, self.handler
+        encoding: str | MutableSequence[str] | None = None
+        # Dataset.__getitem__ decodes an element with ``ds.original_character_set or
+        # ds._character_set``. A data set read by pydicom has the former (its own or its
+        # parent's character set); only then is the direct road open: knowing the encoding
+        # costs nothing, so the direct road may take elements before the others ask for it.
+        charsets = ds.original_character_set
+        direct = self.direct and bool(charsets)
+        codec = _direct_codec(charsets) if direct else None
+        writers, lut_descriptors = _DIRECT, _LUT_DESCRIPTORS  # locals: this loop is hot
+        # Dataset.keys() and get_item() for each cost more than the rest of a short-path element.
+        for tag, element in list(ds._dict.items()):
+            key = f"{tag:08X}"
+            if isinstance(element, RawDataElement):
+                if direct:  # _write_direct, inlined
+                    known = element.VR or _dictionary_vr(tag)
+                    writer = writers.get(known)
+                    if writer is not None and tag not in lut_descriptors:
+                        length = element.length
+                        data = element.value
+                        if length == 0:
+                            out[key] = {"vr": known}
+                            continue
+                        if data is not None and len(data) == length:
+                            if writer is _binary:
+                                attr: Attribute | None = self.binary(element, known, data)
+                            else:  # (0008,0005) itself is read in the default repertoire
+                                attr = writer(
+                                    known,
+                                    data,
+                                    element.is_little_endian,
+                                    codec if key != "00080005" else _DEFAULT,
+                                )
+                            if attr is not None:
+                                out[key] = attr
+                                continue
+                vr = _short_path_vr(element)
+                if vr is None:
+                    out[key] = ds[tag].to_json_dict(handler, threshold)
+                    continue
+                if vr == "SQ":
+                    items = self.raw_sequence(ds, element, codec) if direct else None
+                    if items is not None:
+                        out[key] = {"vr": "SQ", "Value": items}
+                    else:
+                        out[key] = self.sequence(ds[tag])
+                    continue
+                if tag == _CHARSET_TAG:
+                    charset: str | MutableSequence[str] = default_encoding
+                else:
+                    if encoding is None:  # as Dataset.__getitem__ chooses it
+                        encoding = ds.original_character_set or ds._character_set
+                    charset = encoding
+                try:
+                    value = convert_value(vr, element, charset)
+                except Exception:  # pydicom decides: a warning and UN, or its own error
+                    out[key] = ds[tag].to_json_dict(handler, threshold)
+                    continue
+                out[key] = _attribute(
+                    vr, value, threshold, handler, partial(_element, element, vr, value)
+                )
+            elif element.VR == "SQ":
+                out[key] = self.sequence(element)
+            elif element.VR in _AMBIGUOUS or element.is_buffered:
+                out[key] = element.to_json_dict(handler, threshold)
             else:
-                if encoding is None:  # as Dataset.__getitem__ chooses it
-                    encoding = ds.original_character_set or ds._character_set
-                charset = encoding
-            try:
-                value = convert_value(vr, element, charset)
-            except Exception:  # pydicom decides: a warning and UN, or its own error
-                out[key] = ds[tag].to_json_dict(handler, threshold)
+                out[key] = _attribute(
+                    element.VR, element.value, threshold, handler, partial(_same, element)
+                )
+        return out
+
+    def sequence(self, element: DataElement) -> Attribute:
+        return {"vr": "SQ", "Value": [self.dataset(item) for item in element.value]}
+
+    def raw_sequence(
+        self, ds: Dataset, raw: RawDataElement, codec: str | None
+    ) -> list[dict[str, Any]] | None:
+        """The items of ``ds``'s raw SQ element ``raw`` written from its bytes, or None.
+
+        Only a plain sequence is read here (see :meth:`items`): little endian, of defined length,
+        whole, and not private (pydicom would look up its private creator). Then what
+        ``Dataset.__getitem__`` does after converting a sequence is done too: it reads (converts)
+        the data set's Pixel Representation.
+        """
+        value = raw.value
+        if (
+            raw.tag.is_private
+            or not raw.is_little_endian
+            or value is None
+            or len(value) != raw.length
+        ):
+            return None
+        items = self.items(value, raw.is_implicit_VR, codec)
+        if items is not None and _PIXEL_REPRESENTATION in ds._dict:
+            _ = ds[_PIXEL_REPRESENTATION]  # Dataset._set_pixel_representation
+        return items
+
+    def items(self, data: bytes, implicit: bool, codec: str | None) -> list[Attribute] | None:
+        """The items of a sequence value, as pydicom's read_sequence parses them, when each is
+        an item (FFFE,E000) of defined length holding only elements the direct road takes;
+        else None (pydicom parses it)."""
+        items: list[Attribute] = []
+        pos, end = 0, len(data)
+        while pos < end:
+            if end - pos < 8:
+                return None
+            group, elem, length = _ITEM_HEADER(data, pos)
+            start = pos + 8
+            pos = start + length  # beyond the end for an undefined length
+            if group != 0xFFFE or elem != 0xE000 or pos > end:
+                return None
+            item = self.item(data, start, pos, implicit, codec)
+            if item is None:
+                return None
+            items.append(item)
+        return items
+
+    def item(
+        self, data: bytes, pos: int, end: int, implicit: bool, codec: str | None
+    ) -> Attribute | None:
+        """The JSON model of the item ``data[pos:end]``, or None when anything in it is not
+        plain: a VR the direct road does not write (in explicit VR not a known one; in implicit
+        VR unknown to the dictionary), an undefined or too long length, tags out of order or
+        repeated, a delimiter, its own Specific Character Set, a private sequence."""
+        out: dict[str, Any] = {}
+        last = -1
+        while pos < end:
+            if end - pos < 8:
+                return None
+            if implicit:
+                group, elem, length = _IMPLICIT_HEADER(data, pos)
+                start = pos + 8
+                tag = group << 16 | elem
+                vr = "" if group & 1 else _dictionary_vr(tag)
+            else:
+                group, elem, code, length = _EXPLICIT_HEADER(data, pos)
+                start = pos + 8
+                tag = group << 16 | elem
+                vr = _EXPLICIT_VRS.get(code, "")
+                if vr in _LENGTH_32:  # two reserved bytes, then a four-byte length
+                    if end - pos < 12:
+                        return None
+                    (length,) = _LONG_LENGTH(data, start)
+                    start += 4
+            pos = start + length
+            if tag <= last or group == 0xFFFE or tag == _CHARSET_TAG or pos > end:
+                return None
+            last = tag
+            if vr == "SQ":
+                nested = None if group & 1 else self.items(data[start:pos], implicit, codec)
+                if nested is None:
+                    return None
+                out[f"{tag:08X}"] = {"vr": "SQ", "Value": nested}
                 continue
-            out[key] = _attribute(
-                vr, value, threshold, handler, partial(_element, element, vr, value)
-            )
-        elif element.VR == "SQ":
-            out[key] = _sequence(element, threshold, handler)
-        elif element.VR in _AMBIGUOUS or element.is_buffered:
-            out[key] = element.to_json_dict(handler, threshold)
-        else:
-            out[key] = _attribute(
-                element.VR, element.value, threshold, handler, partial(_same, element)
-            )
-    return out
+            writer = _DIRECT.get(vr)
+            if writer is None or tag in _LUT_DESCRIPTORS:
+                return None
+            if length == 0:
+                attr: Attribute | None = {"vr": vr}
+            elif writer is _binary:
+                value = data[start:pos]
+                raw = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)
+                attr = self.binary(raw, vr, value)
+            else:
+                attr = writer(vr, data[start:pos], True, codec)
+                if attr is None:
+                    return None
+            out[f"{tag:08X}"] = attr
+        return out
+
+    def binary(self, raw: RawDataElement, vr: str, value: bytes) -> Attribute:
+        """OB OD OF OL OV OW (their converters keep the bytes): bulk data or inline base64."""
+        if self.handler is not None and len(value) > self.inline_limit:
+            return {"vr": vr, "BulkDataURI": self.handler(_element(raw, vr, value))}
+        return {"vr": vr, "InlineBinary": base64.b64encode(value).decode("utf-8")}
+
+
+def direct_attribute(ds: Dataset, tag: int) -> Attribute | None:
+    """The attribute :func:`to_json_dict` writes for ``ds``'s top-level element ``tag`` when it
+    takes the direct road: equal to pydicom's, without converting the element (it stays raw).
+
+    None when the element is absent, converted already, of a binary VR, or left to pydicom.
+    """
+    element = ds._dict.get(Tag(tag))
+    if not isinstance(element, RawDataElement) or _customised() or not _direct_allowed():
+        return None
+    charsets = ds.original_character_set
+    if not charsets:
+        return None
+    codec = _direct_codec(charsets) if tag != _CHARSET_TAG else _DEFAULT
+    return _write_direct(element, tag, codec, None)
+
+
+def _write_direct(
+    element: RawDataElement,
+    tag: int,
+    codec: str | None,
+    binary: Callable[[RawDataElement, str, bytes], Attribute] | None,
+) -> Attribute | None:
+    """The direct road for one raw element (None: not taken); ``binary`` writes OB, OW...
+
+    ``codec`` is that of :func:`_direct_codec` for the data set's character set.
+    """
+    known = element.VR or _dictionary_vr(tag)  # implicit VR: the dictionary's, if it has one
+    writer = _DIRECT.get(known)
+    if writer is None or tag in _LUT_DESCRIPTORS:
+        return None
+    length = element.length
+    if length == 0:  # pydicom's empty value for the VR: no "Value"
+        return {"vr": known}
+    data = element.value
+    if data is None or len(data) != length:  # deferred, undefined length or cut short
+        return None
+    if writer is _binary:
+        return None if binary is None else binary(element, known, data)
+    return writer(known, data, element.is_little_endian, codec)
+
+
+def _dictionary_vr(tag: int) -> str:
+    """The dictionary's VR for an implicit VR element, or "" (no direct road) when unknown."""
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return ""
 
 
 def _short_path_vr(raw: RawDataElement) -> str | None:
@@ -126,6 +369,23 @@ def _short_path_vr(raw: RawDataElement) -> str | None:
     return str(vr)
 
 
+# First character sets (Python codec names, as codecs.lookup gives them) whose decoding without
+# escape sequences pydicom does with one strict bytes.decode, and whose decoded text re-encodes
+# without fail (pydicom's PersonName re-encodes each name, and would warn if it could not).
+_DIRECT_CODECS = frozenset({"iso8859-1", "utf-8", "gb18030"})
+
+
+def _direct_codec(encoding: str | MutableSequence[str]) -> str | None:
+    """The codec of the direct road for the text VRs of a data set read with ``encoding``."""
+    encodings = encoding or [default_encoding]  # as convert_value normalises it
+    first = encodings if isinstance(encodings, str) else encodings[0]
+    try:
+        name = codecs.lookup(first).name
+    except Exception:  # unknown: pydicom warns and falls back; leave it to pydicom
+        return None
+    return name if name in _DIRECT_CODECS else None
+
+
 def _element(raw: RawDataElement, vr: str, value: Any) -> DataElement:
     """The element pydicom would have made of ``raw``, for a bulk data handler."""
     return DataElement(
@@ -137,8 +397,211 @@ def _same(element: DataElement) -> DataElement:
     return element
 
 
-def _sequence(element: DataElement, threshold: int, handler: BulkHandler | None) -> dict[str, Any]:
-    return {"vr": "SQ", "Value": [_dataset(item, threshold, handler) for item in element.value]}
+# ---- the direct writers: (vr, value bytes, little endian, codec) -> attribute or None -------
+# Each follows pydicom.values' converter for its VR, then DataElement.to_json_dict: an empty
+# single value has no "Value"; a list keeps its empty strings; numbers are int or float.
+
+_DirectWriter = Callable[[str, bytes, bool, "str | None"], "Attribute | None"]
+# The default repertoire: pydicom decodes these VRs with default_encoding ("iso8859", latin-1).
+_DEFAULT = "latin-1"
+# Read validation (valuerep.validate_value) warns past these lengths (MAX_VALUE_LEN).
+_MAX_LENGTH = {"SH": 16, "LO": 64, "ST": 1024, "LT": 10240}
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")  # VR_REGEXES["UI"], ASCII digits
+_IS = re.compile(r" *[+\-]?[0-9]+ *")  # VR_REGEXES["IS"], ASCII digits
+# Element and item headers inside a little endian sequence value (as data_element_generator).
+_ITEM_HEADER = Struct("<HHL").unpack_from
+_IMPLICIT_HEADER = Struct("<HHL").unpack_from
+_EXPLICIT_HEADER = Struct("<HH2sH").unpack_from
+_LONG_LENGTH = Struct("<L").unpack_from
+_LENGTH_32 = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
+_NUMBERS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "UV": "Q", "SV": "q", "FL": "f", "FD": "d"}
+
+
+def _values(vr: str, values: list[Any]) -> Attribute:
+    """The attribute of a split string value: one empty string is no value at all."""
+    if len(values) == 1 and not values[0]:
+        return {"vr": vr}
+    return {"vr": vr, "Value": values}
+
+
+def _strings(vr: str, value: bytes, _little: bool, _codec: str | None) -> Attribute | None:
+    """AS, CS, DA, DT, TM (convert_string: multi_string, trailing spaces and NULs off)."""
+    return _values(vr, value.decode(_DEFAULT).rstrip(" \x00").split("\\"))
+
+
+def _ae(vr: str, value: bytes, _little: bool, _codec: str | None) -> Attribute | None:
+    """AE (convert_AE_string: each value stripped of whitespace on both sides)."""
+    return _values(vr, [item.strip() for item in value.decode(_DEFAULT).split("\\")])
+
+
+def _ur(vr: str, value: bytes, _little: bool, _codec: str | None) -> Attribute | None:
+    """UR (convert_UR_string: one value, trailing whitespace off)."""
+    return _values(vr, [value.decode(_DEFAULT).rstrip()])
+
+
+def _ui(vr: str, value: bytes, _little: bool, _codec: str | None) -> Attribute | None:
+    """UI (convert_UI; UID() validates each non-empty value: refused here if it would warn)."""
+    items = value.decode(_DEFAULT).rstrip("\x00 ").split("\\")
+    for item in items:
+        if item and (len(item) > 64 or _UID.fullmatch(item) is None):
+            return None
+    return _values(vr, items)
+
+
+def _ds(vr: str, value: bytes, _little: bool, _codec: str | None) -> Attribute | None:
+    """DS (convert_DS_string: strip, multi_string, DSfloat = float(text); JSON float)."""
+    items = value.decode(_DEFAULT).strip().rstrip(" \x00").split("\\")
+    numbers: list[Any] = []
+    for item in items:
+        if not item.strip():  # DSfloat keeps the text, and the JSON writer's float() fails
+            if len(items) == 1 and not item:
+                return {"vr": vr}
+            return None
+        try:
+            numbers.append(float(item))
+        except ValueError:  # pydicom retries other VRs
+            return None
+    return {"vr": vr, "Value": numbers}
+
+
+def _is(vr: str, value: bytes, _little: bool, _codec: str | None) -> Attribute | None:
+    """IS (convert_IS_string: multi_string, IS() validates then int(text); JSON int)."""
+    items = value.decode(_DEFAULT).rstrip(" \x00").split("\\")
+    numbers: list[Any] = []
+    for item in items:
+        if not item.strip():  # IS keeps the text, and the JSON writer's int() fails
+            if len(items) == 1 and not item:
+                return {"vr": vr}
+            return None
+        if len(item) > 12 or _IS.fullmatch(item) is None:  # a warning, or an ISfloat
+            return None
+        numbers.append(int(item))
+    return {"vr": vr, "Value": numbers}
+
+
+def _decode(value: bytes, codec: str | None) -> str | None:
+    """decode_bytes's one-character-set case, when it cannot warn; else None."""
+    if codec is None or b"\x1b" in value:
+        return None
+    try:
+        return value.decode(codec)
+    except UnicodeDecodeError:
+        return None
+
+
+def _text(vr: str, value: bytes, _little: bool, codec: str | None) -> Attribute | None:
+    """SH, LO, UC (convert_text: split, each value validated, trailing spaces and NULs off)."""
+    text = _decode(value, codec)
+    if text is None:
+        return None
+    limit = _MAX_LENGTH.get(vr)
+    items = text.split("\\")
+    if limit is not None:
+        for item in items:
+            if len(item) > limit:
+                return None
+    return _values(vr, [item.rstrip("\x00 ") for item in items])
+
+
+def _single_text(vr: str, value: bytes, _little: bool, codec: str | None) -> Attribute | None:
+    """ST, LT, UT (convert_single_string: no split, validated, trailing spaces and NULs off)."""
+    text = _decode(value, codec)
+    if text is None:
+        return None
+    limit = _MAX_LENGTH.get(vr)
+    if limit is not None and len(text) > limit:
+        return None
+    return _values(vr, [text.rstrip("\x00 ")])
+
+
+def _pn(vr: str, value: bytes, _little: bool, codec: str | None) -> Attribute | None:
+    """PN (convert_PN: trailing NULs and spaces off, decoded, split; PersonName's groups)."""
+    text = _decode(value.rstrip(b"\x00 "), codec)
+    if text is None:
+        return None
+    names = text.split("\\")
+    out: list[dict[str, str]] = []
+    for name in names:
+        groups = name.split("=")
+        if len(groups) > 3:  # validate_pn warns
+            return None
+        for group in groups:
+            if len(group) > 64:
+                return None
+        while groups and not groups[-1]:
+            groups.pop()
+        if not groups:  # an empty name: no value alone, an IndexError in pydicom in a list
+            if len(names) == 1:
+                return {"vr": vr}
+            return None
+        comps = {"Alphabetic": groups[0]}
+        if len(groups) > 1:
+            comps["Ideographic"] = groups[1]
+        if len(groups) > 2:
+            comps["Phonetic"] = groups[2]
+        out.append(comps)
+    return {"vr": vr, "Value": out}
+
+
+def _numbers(code: str) -> _DirectWriter:
+    """US SS UL SL UV SV FL FD (convert_numbers: struct.unpack of the whole value)."""
+    size = calcsize(f"<{code}")
+    one = {True: Struct(f"<{code}").unpack, False: Struct(f">{code}").unpack}
+
+    def write(vr: str, value: bytes, little: bool, _codec: str | None) -> Attribute | None:
+        if len(value) == size:
+            return {"vr": vr, "Value": list(one[little](value))}
+        count, rest = divmod(len(value), size)
+        if rest:  # pydicom's BytesLengthException: an error or UN
+            return None
+        return {"vr": vr, "Value": list(unpack(f"{'<' if little else '>'}{count}{code}", value))}
+
+    return write
+
+
+def _at(vr: str, value: bytes, little: bool, _codec: str | None) -> Attribute | None:
+    """AT (convert_ATvalue: (group, element) pairs; JSON as eight hex digits)."""
+    count, rest = divmod(len(value), 4)
+    if rest:
+        return None
+    halves = unpack(f"{'<' if little else '>'}{2 * count}H", value)
+    return {
+        "vr": vr,
+        "Value": [format(halves[i] << 16 | halves[i + 1], "08X") for i in range(0, 2 * count, 2)],
+    }
+
+
+def _binary(vr: str, value: bytes, little: bool, codec: str | None) -> Attribute | None:
+    """A marker: the binary VRs are written by :meth:`_Writer.binary` (bulk data)."""
+    raise AssertionError("_Writer.binary writes these")
+
+
+_DIRECT: dict[str, _DirectWriter] = {
+    "AE": _ae,
+    "AS": _strings,
+    "CS": _strings,
+    "DA": _strings,
+    "DT": _strings,
+    "TM": _strings,
+    "UR": _ur,
+    "UI": _ui,
+    "DS": _ds,
+    "IS": _is,
+    "SH": _text,
+    "LO": _text,
+    "UC": _text,
+    "ST": _single_text,
+    "LT": _single_text,
+    "UT": _single_text,
+    "PN": _pn,
+    "AT": _at,
+    **{vr: _numbers(code) for vr, code in _NUMBERS.items()},
+    **dict.fromkeys(("OB", "OD", "OF", "OL", "OV", "OW"), _binary),
+}
+
+
+# The explicit VRs an item's elements may have (the direct road's, and SQ).
+_EXPLICIT_VRS = {vr.encode(): vr for vr in [*_DIRECT, "SQ"]}
 
 
 def _vm(value: Any) -> int:

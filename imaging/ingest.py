@@ -26,17 +26,19 @@ import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
-from imaging.dicomjson import to_json_dict
+from imaging.dicomjson import direct_attribute, to_json_dict
 
 __all__ = ["BULK_TAGS", "IngestError", "IngestErrorCode", "Instance", "ingest"]
 
@@ -62,8 +64,11 @@ BULK_TAGS = {
     0x7FE00010: "OW",  # Pixel Data
     0x54001010: "OW",  # Waveform Data
 }
+_BULK_KEYS = frozenset(f"{tag:08X}" for tag in BULK_TAGS)  # as keys of the JSON model
 _PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
 DEFER_SIZE = 64 * 1024
+# A file given by its path and no larger than this is read whole and parsed from memory.
+READ_WHOLE_SIZE = 1 << 20
 # Other binary values longer than this are bulk data too (PS3.18 leaves the choice to the server).
 BULK_THRESHOLD = 1024
 _BULK_PLACEHOLDER = "bulkdata:"
@@ -114,19 +119,24 @@ def ingest(source: bytes | Path) -> Instance:
         try:
             size = source.stat().st_size
             with source.open("rb") as fh:
-                head = fh.read(132)
+                # A small file is read whole, once, and parsed from memory (cheaper than pydicom
+                # reading it element by element); a large one is parsed from disk.
+                head = fh.read() if size <= READ_WHOLE_SIZE else fh.read(132)
         except OSError as exc:
             raise IngestError("not-dicom", f"cannot read the file: {exc.strerror}") from None
-        _check_preamble(head, size)
-        parse_from: BinaryIO | Path = source
+        _check_preamble(head[:132], size)
+        # The same parse either way: values over DEFER_SIZE stay unread (see _parse).
+        parse_from: BinaryIO | Path = io.BytesIO(head) if len(head) == size else source
+        defer: int | None = DEFER_SIZE
     else:
         size = len(source)
         _check_preamble(bytes(source[:132]), size)
         parse_from = io.BytesIO(source)
+        defer = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ds = _parse(parse_from)
+            ds = _parse(parse_from, defer)
             if any(_is_eof(w.message) for w in caught):
                 raise IngestError("truncated", "the file ends inside a data element")
             _check_meta(ds)
@@ -162,11 +172,11 @@ def _check_preamble(head: bytes, size: int) -> None:
         raise IngestError("not-dicom", "no DICM marker after a 128-byte preamble")
 
 
-def _parse(source: BinaryIO | Path) -> FileDataset:
-    # From a path, values over DEFER_SIZE (pixel data) stay on disk: memory does not grow with
-    # the file. From bytes, they are in memory already.
+def _parse(source: BinaryIO | Path, defer: int | None) -> FileDataset:
+    # From a path, values over DEFER_SIZE (pixel data) stay on disk (or, for a small file read
+    # whole, in its bytes) until asked for: memory does not grow with the file. From bytes, they
+    # are in memory already.
     try:
-        defer = DEFER_SIZE if isinstance(source, Path) else None
         return dcmread(source, force=False, defer_size=defer)
     except InvalidDicomError as exc:
         raise IngestError("not-dicom", str(exc)) from None
@@ -179,7 +189,9 @@ def _parse(source: BinaryIO | Path) -> FileDataset:
 def _check_meta(ds: FileDataset) -> None:
     meta = ds.file_meta
     for keyword in ("TransferSyntaxUID", "MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID"):
-        value = meta.get(keyword)
+        value = _direct_text(meta, keyword)
+        if value is None:
+            value = meta.get(keyword)
         if not value:
             raise IngestError("missing-meta", f"the file meta information has no {keyword}")
         _check_uid(keyword, str(value))
@@ -198,17 +210,20 @@ def _check_complete(ds: FileDataset, size: int) -> None:
         return
     end = 132
     last_is_raw = True
-    for tag in ds.keys():  # noqa: SIM118 (iterating a Dataset would convert every element)
-        raw: DataElement | RawDataElement = ds.get_item(tag, keep_deferred=True)
-        last_is_raw = isinstance(raw, RawDataElement)
-        if isinstance(raw, RawDataElement):
-            if raw.length == _UNDEFINED:
-                length = len(raw.value or b"") + 8  # the value and its delimiter
-            else:
-                length = raw.length
-                if raw.value is not None and len(raw.value) < length:
-                    raise IngestError("truncated", f"element {tag} is shorter than its length")
-            end = max(end, raw.value_tell + length)
+    # ds.keys() and ds.get_item(tag, keep_deferred=True) for each, without their cost (iterating
+    # the Dataset itself would convert every element).
+    for tag, raw in ds._dict.items():
+        if not isinstance(raw, RawDataElement):
+            last_is_raw = False
+            continue
+        last_is_raw = True
+        length, value, value_tell = raw.length, raw.value, raw.value_tell
+        if length == _UNDEFINED:
+            length = len(value or b"") + 8  # the value and its delimiter
+        elif value is not None and len(value) < length:
+            raise IngestError("truncated", f"element {tag} is shorter than its length")
+        if value_tell + length > end:
+            end = value_tell + length
     if end > size:
         raise IngestError("truncated", "the file ends inside a data element")
     if last_is_raw and end < size:  # bytes pydicom did not read as an element: a cut header
@@ -225,10 +240,12 @@ def _check_uid(name: str, value: str) -> None:
 def _check_uids(ds: FileDataset) -> tuple[str, str, str, str]:
     values: list[str] = []
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
-        try:
-            value = ds.get(keyword)
-        except Exception as exc:  # a value pydicom cannot convert
-            raise IngestError("malformed", f"{keyword}: {type(exc).__name__}") from None
+        value = _direct_text(ds, keyword)
+        if value is None:
+            try:
+                value = ds.get(keyword)
+            except Exception as exc:  # a value pydicom cannot convert
+                raise IngestError("malformed", f"{keyword}: {type(exc).__name__}") from None
         if value is None or str(value).strip() == "":
             raise IngestError("missing-uid", f"the data set has no {keyword}")
         if isinstance(value, MultiValue):
@@ -238,17 +255,36 @@ def _check_uids(ds: FileDataset) -> tuple[str, str, str, str]:
         values.append(text)
     study, series, sop_instance, sop_class = values
     meta = ds.file_meta
-    if str(meta.MediaStorageSOPInstanceUID) != sop_instance:
+    if _meta_text(meta, "MediaStorageSOPInstanceUID") != sop_instance:
         raise IngestError("inconsistent-meta", "MediaStorageSOPInstanceUID ≠ SOPInstanceUID")
-    if str(meta.MediaStorageSOPClassUID) != sop_class:
+    if _meta_text(meta, "MediaStorageSOPClassUID") != sop_class:
         raise IngestError("inconsistent-meta", "MediaStorageSOPClassUID ≠ SOPClassUID")
     return study, series, sop_instance, sop_class
+
+
+def _meta_text(meta: Dataset, keyword: str) -> str:
+    """``str(meta.<keyword>)`` of an element known to be there."""
+    value = _direct_text(meta, keyword)
+    return value if value is not None else str(getattr(meta, keyword))
+
+
+def _direct_text(ds: Dataset, keyword: str) -> str | None:
+    """``ds.get(keyword)`` when it is a string VR's empty ("") or single value, read by the JSON
+    writer's direct road from the raw element (which stays raw, as pydicom would convert it just
+    the same); None for anything else (absent, several values, another VR, left to pydicom)."""
+    attr = direct_attribute(ds, _tag(keyword))
+    if attr is None or attr["vr"] not in _STRING_VRS:
+        return None
+    values = attr.get("Value")
+    if values is None:  # pydicom's "" (or None: callers treat both alike)
+        return ""
+    return str(values[0]) if len(values) == 1 else None
 
 
 def _metadata(ds: Dataset) -> dict[str, Any]:
     """The JSON model. Top-level bulk data is taken out of ``ds`` first, never read."""
     bulk: dict[str, Any] = {}
-    for tag in [tag for tag in ds.keys() if tag in BULK_TAGS]:  # noqa: SIM118
+    for tag in [tag for tag in BULK_TAGS if tag in ds._dict]:  # a look-up each, not a walk
         element: DataElement | RawDataElement = ds.get_item(tag, keep_deferred=True)
         vr = element.VR if element.VR in {"OB", "OW", "OF", "OD"} else BULK_TAGS[tag]
         bulk[f"{tag:08X}"] = {"vr": vr, "BulkDataURI": f"{tag:08X}"}
@@ -272,19 +308,59 @@ def _metadata(ds: Dataset) -> dict[str, Any]:
 
 def _place_bulk(model: dict[str, Any], prefix: str) -> None:
     """Give each bulk value its path, and make the always-bulk tags bulk even when small."""
-    for tag, attr in model.items():
-        path = f"{prefix}{tag}"
-        if int(tag, 16) in BULK_TAGS and "InlineBinary" in attr:
+    for tag, attr in model.items():  # tag: eight upper-case hex digits, as the writer makes it
+        if tag in _BULK_KEYS and "InlineBinary" in attr:
             del attr["InlineBinary"]
             attr["BulkDataURI"] = _BULK_PLACEHOLDER
         if attr.get("BulkDataURI") == _BULK_PLACEHOLDER:
-            attr["BulkDataURI"] = path
+            attr["BulkDataURI"] = f"{prefix}{tag}"
         if attr.get("vr") == "SQ":
             for index, item in enumerate(attr.get("Value", [])):
-                _place_bulk(item, f"{path}/{index}/")
+                _place_bulk(item, f"{prefix}{tag}/{index}/")
 
 
-def _text(ds: Dataset, keyword: str) -> str:
+# The summary is read from the JSON model when the model holds the value pydicom would give
+# (``ds.get(keyword)``) without ambiguity: a string VR's values are that value's strings, an
+# integer VR's are its integers. Otherwise (another VR, a person name that may have had more than
+# three groups) it is read through pydicom as before. Every top-level element of ``ds`` is in the
+# model, so an attribute missing from it is an element missing from ``ds``.
+_STRING_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+)
+_INTEGER_VRS = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV"})
+
+
+@cache
+def _tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    assert tag is not None, keyword
+    return tag
+
+
+@cache
+def _model_key(keyword: str) -> str:
+    return f"{_tag(keyword):08X}"
+
+
+def _text(ds: Dataset, model: Mapping[str, Any], keyword: str) -> str:
+    """``ds.get(keyword)`` as text: a list joined with backslashes, a single value stripped."""
+    attr = model.get(_model_key(keyword))
+    if attr is None:
+        return ""
+    vr, values = attr.get("vr"), attr.get("Value")
+    if vr in _STRING_VRS:
+        if values is None:  # "" or None
+            return ""
+        if len(values) > 1:  # a MultiValue
+            return "\\".join(str(v) for v in values)
+        return str(values[0]).strip()
+    if vr == "PN" and (values is None or all("Phonetic" not in name for name in values)):
+        # str(PersonName) is its up to three groups joined with "=", not stripped
+        return "\\".join("=".join(name.values()) for name in values or ())
+    return _text_from(ds, keyword)
+
+
+def _text_from(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword)
     if value is None:
         return ""
@@ -295,7 +371,21 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(value).strip()
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
+def _int(ds: Dataset, model: Mapping[str, Any], keyword: str) -> int | None:
+    attr = model.get(_model_key(keyword))
+    if attr is None:
+        return None
+    if attr.get("vr") in _INTEGER_VRS:
+        values = attr.get("Value")
+        if values is None:  # None or ""
+            return None
+        if len(values) == 1:
+            return int(values[0])
+        raise IngestError("malformed", f"{keyword} is not an integer")  # int() of a list
+    return _int_from(ds, keyword)
+
+
+def _int_from(ds: Dataset, keyword: str) -> int | None:
     value = ds.get(keyword)
     if value is None or value == "":
         return None
@@ -309,7 +399,7 @@ def _summarise(
     ds: FileDataset, uids: tuple[str, str, str, str], metadata: dict[str, Any], *, has_pixels: bool
 ) -> Instance:
     study, series, sop_instance, sop_class = uids
-    frames = _int(ds, "NumberOfFrames")
+    frames = _int(ds, metadata, "NumberOfFrames")
     charset = ds.get("SpecificCharacterSet")
     charsets: tuple[str, ...]
     if charset is None:
@@ -324,18 +414,21 @@ def _summarise(
         instance_uid=sop_instance,
         sop_class_uid=sop_class,
         transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-        modality=_text(ds, "Modality"),
-        patient_id=_text(ds, "PatientID"),
-        patient_name=_text(ds, "PatientName"),
-        patient_sex=_text(ds, "PatientSex"),
-        patient_birth_date=_text(ds, "PatientBirthDate"),
-        study_date=_text(ds, "StudyDate"),
-        study_time=_text(ds, "StudyTime"),
-        accession_number=_text(ds, "AccessionNumber"),
+        modality=_text(ds, metadata, "Modality"),
+        patient_id=_text(ds, metadata, "PatientID"),
+        patient_name=_text(ds, metadata, "PatientName"),
+        patient_sex=_text(ds, metadata, "PatientSex"),
+        patient_birth_date=_text(ds, metadata, "PatientBirthDate"),
+        study_date=_text(ds, metadata, "StudyDate"),
+        study_time=_text(ds, metadata, "StudyTime"),
+        accession_number=_text(ds, metadata, "AccessionNumber"),
         specific_character_set=charsets,
         number_of_frames=(frames if frames is not None else 1) if has_pixels else None,
-        rows=_int(ds, "Rows"),
-        columns=_int(ds, "Columns"),
+        rows=_int(ds, metadata, "Rows"),
+        columns=_int(ds, metadata, "Columns"),
         metadata=metadata,
-        metadata_json=json.dumps(metadata, ensure_ascii=False, separators=(",", ":")),
+        # The model is a tree (no cycles to look for): the same text, a little sooner.
+        metadata_json=json.dumps(
+            metadata, ensure_ascii=False, separators=(",", ":"), check_circular=False
+        ),
     )
