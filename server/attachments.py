@@ -15,7 +15,7 @@ import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import AfterValidator, Field
@@ -28,7 +28,7 @@ from server.consultflow import FINAL_STATES
 from server.consults import display_names, load_consult, may_contribute, other_side_streams
 from server.events import event_payload
 from server.keys import BLOBS, SETTINGS
-from server.models import Attachment
+from server.models import Attachment, Consult
 from server.policy import Action
 from server.problems import Conflict, Forbidden, NotFound, PayloadTooLarge, Problem
 from server.routing import Call, QueryModel, ResponseModel, Router
@@ -62,6 +62,31 @@ async def check_aecg(path: Path) -> None:
         problem = NotAnEcg(f"{exc.code}: the file is not a readable HL7 aECG")
         problem.code = f"aecg-{exc.code}"
         raise problem from None
+
+
+async def load_attachment(
+    call: Call[Any, Any], *, kind: str | None = None, missing: str = "no such attachment"
+) -> tuple[Attachment, Consult]:
+    """The attachment the path names (of ``kind``, if given) and its consult, when the caller may
+    see that consult; 404 otherwise."""
+    attachment = await call.session.get(Attachment, call.path["attachment_id"])
+    if attachment is None or (kind is not None and attachment.kind != kind):
+        raise NotFound(missing)
+    consult, _ = await load_consult(call, attachment.consult_id)
+    return attachment, consult
+
+
+def read_entry(
+    attachment: Attachment, consult: Consult, action: str = "attachment.read", **detail: Any
+) -> Entry:
+    """The audit record of a read of an attached file (of the consult's patient)."""
+    return Entry(
+        action=action,
+        object_type="attachment",
+        object_id=str(attachment.id),
+        patient_id=consult.patient_id,
+        detail=detail,
+    )
 
 
 def _filename(value: str) -> str:
@@ -199,18 +224,8 @@ async def list_attachments(call: Call[None, None]) -> AttachmentList:
     produces="application/octet-stream",
 )
 async def download(call: Call[None, None]) -> web.StreamResponse:
-    attachment = await call.session.get(Attachment, call.path["attachment_id"])
-    if attachment is None:
-        raise NotFound("no such attachment")
-    consult, _ = await load_consult(call, attachment.consult_id)
-    await call.audit(
-        Entry(
-            action="attachment.read",
-            object_type="attachment",
-            object_id=str(attachment.id),
-            patient_id=consult.patient_id,
-        )
-    )
+    attachment, consult = await load_attachment(call)
+    await call.audit(read_entry(attachment, consult))
     path = call.app[BLOBS].path(attachment.sha256)
     quoted = urllib.parse.quote(attachment.filename, safe="")
     return web.FileResponse(
@@ -238,10 +253,7 @@ async def download(call: Call[None, None]) -> web.StreamResponse:
 async def preview(call: Call[None, PreviewQuery]) -> web.Response:
     """What a browser can show and a slow link can carry: the first picture of the file, upright,
     8-bit, never enlarged. 422 when the file is not a picture or too large to decode."""
-    attachment = await call.session.get(Attachment, call.path["attachment_id"])
-    if attachment is None:
-        raise NotFound("no such attachment")
-    consult, _ = await load_consult(call, attachment.consult_id)
+    attachment, consult = await load_attachment(call)
     path = call.app[BLOBS].path(attachment.sha256)
     try:
         data = await asyncio.to_thread(photo.preview, path, call.query.size)
@@ -249,15 +261,7 @@ async def preview(call: Call[None, PreviewQuery]) -> web.Response:
         problem = NotPreviewable(exc.message)
         problem.code = f"attachment-{exc.code}" if exc.code == "too-large" else problem.code
         raise problem from None
-    await call.audit(
-        Entry(
-            action="attachment.read",
-            object_type="attachment",
-            object_id=str(attachment.id),
-            patient_id=consult.patient_id,
-            detail={"preview": call.query.size},
-        )
-    )
+    await call.audit(read_entry(attachment, consult, preview=call.query.size))
     return web.Response(
         body=data,
         content_type="image/jpeg",

@@ -22,13 +22,14 @@ from imaging.aecg import read_aecg
 from imaging.ecg import Ecg, EcgError, Measurements, measure, read_ecg
 from imaging.ecgplot import render_svg
 from server.archive import link_to_consult
+from server.attachments import load_attachment, read_entry
 from server.audit import Entry
 from server.consultflow import FINAL_STATES
 from server.consults import load_consult, may_contribute, other_side_streams
 from server.dicomhttp import UID_PATHS, UID_RE
 from server.events import event_payload
 from server.keys import ARCHIVE, BLOBS
-from server.models import DICOM, Attachment, Consult, ConsultStudy, InstitutionKind, SharedStudy
+from server.models import DICOM, Consult, ConsultStudy, InstitutionKind, SharedStudy
 from server.policy import Action, study_visible_clause
 from server.problems import Conflict, Forbidden, NotFound
 from server.routing import Call, RequestModel, ResponseModel, Router
@@ -327,20 +328,10 @@ async def _dicom_ecg(call: Call[None, None]) -> tuple[Ecg, Measurements]:
 
 
 async def _aecg(call: Call[None, None]) -> tuple[Ecg, Measurements]:
-    attachment = await call.session.get(Attachment, call.path["attachment_id"])
-    if attachment is None or attachment.kind != "aecg":
-        raise NotFound("no such ECG")
-    consult, _ = await load_consult(call, attachment.consult_id)
+    attachment, consult = await load_attachment(call, kind="aecg", missing="no such ECG")
     path = call.app[BLOBS].path(attachment.sha256)
     measured = await _measured(lambda: read_aecg(path))
-    await call.audit(
-        Entry(
-            action="imaging.ecg",
-            object_type="attachment",
-            object_id=str(attachment.id),
-            patient_id=consult.patient_id,
-        )
-    )
+    await call.audit(read_entry(attachment, consult, "imaging.ecg"))
     return measured
 
 
