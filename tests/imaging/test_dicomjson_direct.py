@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import math
 import struct
 import warnings
 from collections.abc import Callable, Iterator
@@ -27,7 +26,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom import config, dcmread
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 import imaging.dicomjson
@@ -35,6 +33,7 @@ import imaging.ingest
 from imaging.dicomjson import direct_attribute, to_json_dict
 from imaging.ingest import BULK_THRESHOLD, IngestError, Instance, ingest
 from tests.imaging.dicomfiles import build, bundled
+from tests.imaging.test_dicomjson import _outcome, _pydicom, _same
 
 _LONG = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
 GENERIC = 0x44440010  # no dictionary entry: the explicit VR is all there is
@@ -63,35 +62,6 @@ def crafted(
 
 def _handler(elem: DataElement) -> str:
     return f"bulk:{elem.tag:08X}:{elem.VR}:{len(elem.value)}"
-
-
-def _outcome(convert: Callable[..., Any], data: bytes, threshold: int, handler: Any) -> Any:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            ds = dcmread(io.BytesIO(data), force=True)
-            ds.StudyInstanceUID  # noqa: B018 (as ingest does: some elements converted already)
-            result: Any = convert(ds, threshold, handler)
-        except Exception as exc:
-            result = ("raises", type(exc))
-    return result, list(dict.fromkeys(str(w.message) for w in caught))
-
-
-def _pydicom(ds: Dataset, threshold: int, handler: Any) -> dict[str, Any]:
-    return ds.to_json_dict(threshold, handler)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """``==``, except that a NaN equals a NaN."""
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, tuple) and isinstance(b, tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
 
 
 def _ingest(source: bytes | Path) -> Any:
