@@ -66,9 +66,9 @@ async def _post(peer: HeadlessPeer, path: str, base: str | None = None) -> tuple
         return resp.status, await resp.json()
 
 
-async def _in_a_call(station: HeadlessPeer, specialist: HeadlessPeer) -> tuple[str, str]:
-    """chengguan calls the consultation specialist on a new consult; media flows both ways.
-    Returns the consult and call ids."""
+async def _ringing(station: HeadlessPeer, specialist: HeadlessPeer) -> tuple[str, str]:
+    """chengguan rings the consultation specialist on a new consult. Returns the consult and
+    call ids."""
     await station.sign_in("chengguan", DEMO_PASSWORD)
     await specialist.sign_in("consult", DEMO_PASSWORD)
     found = await station.api("GET", "/api/v1/patients?name=%E5%BC%A0%E6%A1%82%E5%85%B0")
@@ -82,7 +82,11 @@ async def _in_a_call(station: HeadlessPeer, specialist: HeadlessPeer) -> tuple[s
     call = await station.api(
         "POST", f"/api/v1/consults/{cid}/calls", {"invitee_ids": [specialist.user_id]}
     )
-    call_id = call["id"]
+    return cid, call["id"]
+
+
+async def _connect(station: HeadlessPeer, specialist: HeadlessPeer, call_id: str) -> None:
+    """The specialist answers; media flows both ways."""
     async with asyncio.timeout(60):
         await station.join(call_id)
         await specialist.join(call_id)
@@ -94,6 +98,12 @@ async def _in_a_call(station: HeadlessPeer, specialist: HeadlessPeer) -> tuple[s
         await specialist.frames(10)
     for peer in (station, specialist):
         await peer.report_connected(call_id)
+
+
+async def _in_a_call(station: HeadlessPeer, specialist: HeadlessPeer) -> tuple[str, str]:
+    """A new consult's call, connected. Returns the consult and call ids."""
+    cid, call_id = await _ringing(station, specialist)
+    await _connect(station, specialist, call_id)
     return cid, call_id
 
 
@@ -123,35 +133,12 @@ async def test_recorded_with_everyone_s_consent(
     base = str(client.make_url("")).rstrip("/")
     station, specialist = HeadlessPeer(base), HeadlessPeer(base)
     try:
-        await station.sign_in("chengguan", DEMO_PASSWORD)
-        await specialist.sign_in("consult", DEMO_PASSWORD)
-        found = await station.api("GET", "/api/v1/patients?name=%E5%BC%A0%E6%A1%82%E5%85%B0")
-        consult = await station.api(
-            "POST",
-            "/api/v1/consults",
-            {"patient_id": found["items"][0]["id"], "centre": "consultation", "question": "录像"},
-        )
-        cid = consult["id"]
-        await specialist.api("POST", f"/api/v1/consults/{cid}/claim", {})
-        call = await station.api(
-            "POST", f"/api/v1/consults/{cid}/calls", {"invitee_ids": [specialist.user_id]}
-        )
-        call_id = call["id"]
+        cid, call_id = await _ringing(station, specialist)
         recording = f"/api/v1/calls/{call_id}/recording"
 
         # Not while it rings.
         await _refused(station, recording)
-        async with asyncio.timeout(60):
-            await station.join(call_id)
-            await specialist.join(call_id)
-            await specialist.accept(call_id)
-            await specialist.offer(call_id)
-            await station.answer_next_offer(call_id)
-            await specialist.accept_answer()
-            await station.frames(10)
-            await specialist.frames(10)
-        for peer in (station, specialist):
-            await peer.report_connected(call_id)
+        await _connect(station, specialist, call_id)
 
         # No recording without everyone's consent.
         await _refused(station, f"{recording}/start")
@@ -224,20 +211,7 @@ async def test_one_refusal_means_no_recording(
     base = str(client.make_url("")).rstrip("/")
     station, specialist = HeadlessPeer(base), HeadlessPeer(base)
     try:
-        await station.sign_in("chengguan", DEMO_PASSWORD)
-        await specialist.sign_in("consult", DEMO_PASSWORD)
-        found = await station.api("GET", "/api/v1/patients?name=%E5%BC%A0%E6%A1%82%E5%85%B0")
-        consult = await station.api(
-            "POST",
-            "/api/v1/consults",
-            {"patient_id": found["items"][0]["id"], "centre": "consultation", "question": "录像"},
-        )
-        cid = consult["id"]
-        await specialist.api("POST", f"/api/v1/consults/{cid}/claim", {})
-        call = await station.api(
-            "POST", f"/api/v1/consults/{cid}/calls", {"invitee_ids": [specialist.user_id]}
-        )
-        call_id = call["id"]
+        _, call_id = await _ringing(station, specialist)
         await specialist.accept(call_id)
         recording = f"/api/v1/calls/{call_id}/recording"
         await specialist.api("POST", recording)
