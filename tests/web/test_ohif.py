@@ -233,6 +233,7 @@ class Watch:
         self.errors: list[tuple[str, str]] = []  # (what, URL it concerns)
         self.outside: list[str] = []
         self.calls: list[str] = []
+        self.aborted: list[str] = []  # cancelled by the page (not errors)
         page.on("console", self._console)
         page.on("pageerror", lambda error: self.errors.append((f"page error: {error}", "")))
         page.on("requestfailed", self._failed)
@@ -247,6 +248,11 @@ class Watch:
             self.errors.append((f"console error: {message.text}", message.location.get("url", "")))
 
     def _failed(self, request: Request) -> None:
+        if request.failure == "net::ERR_ABORTED":
+            # Cancelled by the page itself: OHIF aborts the study list's thumbnail fetches when
+            # it moves on to the viewer. A server that fails shows as a status or a reset.
+            self.aborted.append(request.url)
+            return
         self.errors.append(
             (f"failed: {request.method} {request.url} {request.failure}", request.url)
         )
