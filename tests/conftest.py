@@ -22,7 +22,7 @@ from server.seed import seed_demo
 from server.sessions import Passwords
 from server.settings import Settings
 from tests.helpers import Api
-from tests.services import HuizhenProcess, Postgres
+from tests.services import HuizhenProcess, Postgres, Redis
 
 SECRET = "test-secret-key-" + "x" * 32
 DEMO_PASSWORD = "huizhen-demo"
@@ -54,6 +54,16 @@ def postgres() -> Iterator[Postgres]:
     try:
         server.psql(f"CREATE DATABASE {TEMPLATE_DB}")
         asyncio.run(_prepare(server.url(TEMPLATE_DB)))
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[Redis]:
+    """A Redis server for the tests of one module (several nodes, the bus)."""
+    server = Redis().start()
+    try:
         yield server
     finally:
         server.stop()

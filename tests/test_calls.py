@@ -29,6 +29,18 @@ async def _claimed_consult(api: Api) -> str:
     return cid
 
 
+async def _answered_call(api: Api) -> tuple[dict[str, Any], str]:
+    """chengguan calls the consultation specialist on a claimed consult; the specialist answers.
+    Returns the call and the specialist's user id."""
+    cid = await _claimed_consult(api)
+    specialist = await _user_id(api, "consult")
+    _, call = await api.post(
+        f"/api/v1/consults/{cid}/calls", "chengguan", json={"invitee_ids": [specialist]}
+    )
+    await api.post(f"/api/v1/calls/{call['id']}/accept", "consult")
+    return dict(call), specialist
+
+
 async def _user_id(api: Api, username: str) -> str:
     _, me = await api.get("/api/v1/auth/me", username)
     return str(me["id"])
@@ -143,12 +155,7 @@ class Peer:
 
 
 async def test_two_aiortc_peers_through_the_server(api: Api) -> None:
-    cid = await _claimed_consult(api)
-    specialist = await _user_id(api, "consult")
-    _, call = await api.post(
-        f"/api/v1/consults/{cid}/calls", "chengguan", json={"invitee_ids": [specialist]}
-    )
-    await api.post(f"/api/v1/calls/{call['id']}/accept", "consult")
+    call, specialist = await _answered_call(api)
     station = Peer(api, (await api.login("chengguan"))["token"])
     expert = Peer(api, (await api.login("consult"))["token"])
     outsider = Peer(api, (await api.login("baji"))["token"])
@@ -222,12 +229,7 @@ async def test_two_aiortc_peers_through_the_server(api: Api) -> None:
 
 
 async def test_bad_signals_are_refused_and_never_relayed(api: Api) -> None:
-    cid = await _claimed_consult(api)
-    specialist = await _user_id(api, "consult")
-    _, call = await api.post(
-        f"/api/v1/consults/{cid}/calls", "chengguan", json={"invitee_ids": [specialist]}
-    )
-    await api.post(f"/api/v1/calls/{call['id']}/accept", "consult")
+    call, _ = await _answered_call(api)
     station = Peer(api, (await api.login("chengguan"))["token"])
     expert = Peer(api, (await api.login("consult"))["token"])
     try:
@@ -276,12 +278,7 @@ async def test_bad_signals_are_refused_and_never_relayed(api: Api) -> None:
 
 async def test_a_member_whose_last_connection_goes_is_announced_as_left(api: Api) -> None:
     """A page closed without hanging up: the others hear `left` and can drop its tile."""
-    cid = await _claimed_consult(api)
-    specialist = await _user_id(api, "consult")
-    _, call = await api.post(
-        f"/api/v1/consults/{cid}/calls", "chengguan", json={"invitee_ids": [specialist]}
-    )
-    await api.post(f"/api/v1/calls/{call['id']}/accept", "consult")
+    call, specialist = await _answered_call(api)
     station = Peer(api, (await api.login("chengguan"))["token"])
     expert = Peer(api, (await api.login("consult"))["token"])
     second_tab = Peer(api, (await api.login("consult"))["token"])

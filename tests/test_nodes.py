@@ -4,7 +4,6 @@ a specialist does through node B, live, and nothing is lost if it reconnects to 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,27 @@ from tests.conftest import SECRET
 from tests.services import HuizhenProcess, Redis
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[Redis]:
-    server = Redis().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def node_processes(
+    tmp_path: Path, database_url: str, redis_server: Redis, names: tuple[str, ...] = ("a", "b")
+) -> list[HuizhenProcess]:
+    """Servers on one PostgreSQL database and one Redis, each with its own data folder; only
+    the first migrates on start."""
+    env = {
+        "HUIZHEN_DATABASE_URL": database_url,
+        "HUIZHEN_REDIS_URL": redis_server.url,
+        "HUIZHEN_SECRET_KEY": SECRET,
+        "HUIZHEN_LOG_LEVEL": "WARNING",
+    }
+    return [
+        HuizhenProcess(
+            env={
+                **env,
+                "HUIZHEN_DATA_DIR": str(tmp_path / name),
+                **({} if i == 0 else {"HUIZHEN_MIGRATE_ON_START": "false"}),
+            }
+        )
+        for i, name in enumerate(names)
+    ]
 
 
 class Node:
@@ -49,16 +62,7 @@ class Node:
 async def test_events_cross_nodes_through_redis(
     tmp_path: Path, database_url: str, redis_server: Redis
 ) -> None:
-    env = {
-        "HUIZHEN_DATABASE_URL": database_url,
-        "HUIZHEN_REDIS_URL": redis_server.url,
-        "HUIZHEN_SECRET_KEY": SECRET,
-        "HUIZHEN_LOG_LEVEL": "WARNING",
-    }
-    a = HuizhenProcess(env={**env, "HUIZHEN_DATA_DIR": str(tmp_path / "a")})
-    b = HuizhenProcess(
-        env={**env, "HUIZHEN_DATA_DIR": str(tmp_path / "b"), "HUIZHEN_MIGRATE_ON_START": "false"}
-    )
+    a, b = node_processes(tmp_path, database_url, redis_server)
     a.start()
     b.start()
     received: list[dict[str, Any]] = []
@@ -142,16 +146,7 @@ async def test_a_video_consult_between_two_nodes(
 ) -> None:
     """The station on node A and the specialist on node B hold a video consult: the call's
     events reach each side's node, the signals cross through Redis, frames flow both ways."""
-    env = {
-        "HUIZHEN_DATABASE_URL": database_url,
-        "HUIZHEN_REDIS_URL": redis_server.url,
-        "HUIZHEN_SECRET_KEY": SECRET,
-        "HUIZHEN_LOG_LEVEL": "WARNING",
-    }
-    a = HuizhenProcess(env={**env, "HUIZHEN_DATA_DIR": str(tmp_path / "a")})
-    b = HuizhenProcess(
-        env={**env, "HUIZHEN_DATA_DIR": str(tmp_path / "b"), "HUIZHEN_MIGRATE_ON_START": "false"}
-    )
+    a, b = node_processes(tmp_path, database_url, redis_server)
     a.start()
     b.start()
     station, expert = HeadlessPeer(a.url), HeadlessPeer(b.url)

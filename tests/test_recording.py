@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +25,6 @@ from tests.helpers import DEMO_PASSWORD
 from tests.services import Redis
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[Redis]:
-    server = Redis().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def _until(peer: HeadlessPeer, path: str, ok: Any, within: float = 60) -> Any:

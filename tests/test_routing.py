@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +18,9 @@ import socketio
 from sqlalchemy import event
 
 from server.keys import ENGINE
-from tests.conftest import SECRET
 from tests.helpers import Api
-from tests.services import HuizhenProcess, Redis
-from tests.test_nodes import Node
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[Redis]:
-    server = Redis().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+from tests.services import Redis
+from tests.test_nodes import Node, node_processes
 
 
 class Member:
@@ -190,17 +180,7 @@ class Watch:
 async def test_a_signal_goes_only_to_the_node_of_its_recipient(
     tmp_path: Path, database_url: str, redis_server: Redis, members: list[Member]
 ) -> None:
-    env = {
-        "HUIZHEN_DATABASE_URL": database_url,
-        "HUIZHEN_REDIS_URL": redis_server.url,
-        "HUIZHEN_SECRET_KEY": SECRET,
-        "HUIZHEN_LOG_LEVEL": "WARNING",
-        "HUIZHEN_MIGRATE_ON_START": "false",
-    }
-    processes = [
-        HuizhenProcess(env={**env, "HUIZHEN_DATA_DIR": str(tmp_path / name)})
-        for name in ("a", "b", "c")
-    ]
+    processes = node_processes(tmp_path, database_url, redis_server, ("a", "b", "c"))
     watch = Watch(redis_server.url)
     try:
         processes[0].start()
