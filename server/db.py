@@ -71,24 +71,37 @@ async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterat
         yield session
 
 
-async def guarded_update(
-    session: AsyncSession, row: Any, noun: str, *where: ColumnElement[bool], **values: Any
-) -> None:
-    """Write ``values`` to ``row`` only if nobody changed it since it was read (its ``version``,
-    and any further ``where`` conditions); otherwise 409. The new values are then set on the
-    object as already committed, so the session does not write them a second time."""
+async def write_if(
+    session: AsyncSession, row: Any, *where: ColumnElement[bool], **values: Any
+) -> bool:
+    """Write ``values`` to ``row`` in one UPDATE, only while the ``where`` conditions hold.
+    True when written: the object then carries the values as already committed, so the session
+    does not write them a second time. False when someone got there first."""
     model = type(row)
-    values = {"version": row.version + 1, **values}
     result = await session.execute(
         update(model)
-        .where(model.id == row.id, model.version == row.version, *where)
+        .where(model.id == row.id, *where)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise Conflict(f"the {noun} was changed by someone else; reload it")
+        return False
     for key, value in values.items():
         set_committed_value(row, key, value)
+    return True
+
+
+async def guarded_update(
+    session: AsyncSession, row: Any, noun: str, *where: ColumnElement[bool], **values: Any
+) -> None:
+    """Write ``values`` to ``row`` only if nobody changed it since it was read (its ``version``,
+    and any further ``where`` conditions); otherwise 409."""
+    model = type(row)
+    written = await write_if(
+        session, row, model.version == row.version, *where, version=row.version + 1, **values
+    )
+    if not written:
+        raise Conflict(f"the {noun} was changed by someone else; reload it")
 
 
 def alembic_config() -> Config:

@@ -33,8 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import func, select, update
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import func, select
 
 from server import events
 from server.audit import Entry
@@ -46,7 +45,7 @@ from server.calls import (
 )
 from server.consultflow import CallState
 from server.consults import display_names, note_in_timeline
-from server.db import unit_of_work
+from server.db import unit_of_work, write_if
 from server.events import PendingEvent, user_stream
 from server.keys import ANNOUNCE, BLOBS, SECRET, SESSIONS, SETTINGS
 from server.models import (
@@ -420,19 +419,12 @@ async def stop_recording(call: Call[None, None]) -> RecordingOut:
     members = await _in_call(call, video, me, rec)
     # Guarded: of two participants stopping at once, or a stop racing the end of the call,
     # exactly one moves it on; the other is told what it has become.
-    moved = await call.session.execute(
-        update(CallRecording)
-        .where(CallRecording.id == rec.id, CallRecording.state == "recording")
-        .values(state="stopping")
-        .execution_options(synchronize_session=False)
-    )
-    if moved.rowcount != 1:  # type: ignore[attr-defined]
+    if not await write_if(call.session, rec, CallRecording.state == "recording", state="stopping"):
         await call.session.refresh(rec)
         raise NotRecording(
             f"only a recording under way can be stopped; this one is {rec.state}",
             state=rec.state,
         )
-    set_committed_value(rec, "state", "stopping")
     timeline(call, consult, "call.record_stop", call_id=video.id)
     await call.session.flush()
     await call.audit(
