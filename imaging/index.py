@@ -455,8 +455,7 @@ class DicomIndex:
                 "columns": inst.columns,
                 "sha256": sha256,
                 "size": size,
-                "metadata": inst.metadata_json
-                or json.dumps(meta, ensure_ascii=False, separators=(",", ":")),
+                "metadata": inst.metadata_json,
                 "created_at": now,
             },
         )

@@ -107,10 +107,10 @@ class Instance:
     # DICOM JSON model (PS3.18 F.2) of the data set without file meta; bulk data as BulkDataURI
     # whose value is a relative path: "7FE00010" or "54000100/0/54001010" (tag/item/tag...).
     metadata: Mapping[str, Any] = field(repr=False)
-    warnings: tuple[str, ...] = ()
     # The same model as compact JSON text, as the index stores it (made here, in the worker
     # thread, rather than on the event loop).
-    metadata_json: str = field(default="", repr=False, compare=False)
+    metadata_json: str = field(repr=False, compare=False)
+    warnings: tuple[str, ...] = ()
 
 
 def ingest(source: bytes | Path) -> Instance:
