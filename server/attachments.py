@@ -44,6 +44,11 @@ class NotPreviewable(Problem):
     title, title_zh = "This file cannot be previewed", "此文件无法预览"
 
 
+class TooLargeToPreview(NotPreviewable):
+    code = "attachment-too-large"
+    title, title_zh = "This picture is too large to preview", "图片过大，无法预览"
+
+
 class PreviewQuery(QueryModel):
     #: The longest side of the preview, in pixels.
     size: int = Field(default=photo.DEFAULT_BOX, ge=64, le=photo.MAX_BOX)
@@ -258,9 +263,8 @@ async def preview(call: Call[None, PreviewQuery]) -> web.Response:
     try:
         data = await asyncio.to_thread(photo.preview, path, call.query.size)
     except photo.PhotoError as exc:
-        problem = NotPreviewable(exc.message)
-        problem.code = f"attachment-{exc.code}" if exc.code == "too-large" else problem.code
-        raise problem from None
+        refusal = TooLargeToPreview if exc.code == "too-large" else NotPreviewable
+        raise refusal(exc.message) from None
     await call.audit(read_entry(attachment, consult, preview=call.query.size))
     return web.Response(
         body=data,

@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from PIL import Image
 from sqlalchemy import func, select
 
+from imaging.photo import MAX_PIXELS
 from server.app import create_app
 from server.db import make_engine, make_sessionmaker, unit_of_work
 from server.models import Attachment
@@ -139,6 +140,13 @@ async def test_a_tiff_photo_is_previewed_as_a_small_jpeg(api: Api) -> None:
         "/api/v1/audit", "admin", params={"object_id": str(meta["id"]), "action": "attachment.read"}
     )
     assert any(entry["detail"] == {"preview": 600} for entry in log["items"]), log
+    # A scan over the pixel limit is not decoded at all.
+    side = int(MAX_PIXELS**0.5) + 10
+    huge = io.BytesIO()
+    Image.new("1", (side, side)).save(huge, format="PNG")
+    status, big = await _upload(api, cid, "chengguan", huge.getvalue(), "scan.png", "image/png")
+    status, problem = await api.get(f"/api/v1/attachments/{big['id']}/preview", "pathology")
+    assert (status, problem["code"]) == (422, "attachment-too-large")
     # Not a picture, a bad size, an outsider.
     status, meta = await _upload(api, cid, "chengguan", b"%PDF-1.7 not a picture", "r.pdf")
     status, problem = await api.get(f"/api/v1/attachments/{meta['id']}/preview", "pathology")
