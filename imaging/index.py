@@ -47,11 +47,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import CursorResult, Result
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from imaging.ingest import Instance
+from imaging.steps import Step, Work, run_async
 
 __all__ = [
     "SERIES_TAGS",
@@ -163,11 +163,6 @@ def _insert_or_nothing(dialect: str, table: Table) -> Insert:
     if dialect == "sqlite":
         return sqlite.insert(table).on_conflict_do_nothing()
     raise NotImplementedError(f"no ON CONFLICT for {dialect}")
-
-
-def _rowcount(result: Result[Any]) -> int:
-    assert isinstance(result, CursorResult)
-    return result.rowcount
 
 
 def _subset(meta: Mapping[str, Any], tags: Sequence[str]) -> str:
@@ -341,7 +336,33 @@ class DicomIndex:
         owner_id: uuid.UUID,
         patient_params: Mapping[str, Any] | None = None,
     ) -> AddOutcome:
-        """Index one stored instance, idempotently by SOP Instance UID.
+        """Index one stored instance, idempotently by SOP Instance UID (see :meth:`adding`)."""
+        connection = await session.connection()
+        return await run_async(
+            connection,
+            self.adding(
+                connection.dialect.name,
+                instance,
+                sha256=sha256,
+                size=size,
+                owner_id=owner_id,
+                patient_params=patient_params,
+            ),
+        )
+
+    def adding(
+        self,
+        dialect: str,
+        instance: Instance,
+        *,
+        sha256: str,
+        size: int,
+        owner_id: uuid.UUID,
+        patient_params: Mapping[str, Any] | None = None,
+    ) -> Work[AddOutcome]:
+        """The work of indexing one stored instance, as :mod:`imaging.steps` (run it with
+        :func:`~imaging.steps.run_async`, or on SQLite with a :class:`~imaging.steps.SqliteRunner`
+        in a worker thread).
 
         A new instance of a known series costs four statements, built once: one look-up (the
         instance, the study's owner, the series, the patient), the instance row and the two
@@ -349,11 +370,9 @@ class DicomIndex:
         checks that can refuse, so a concurrent writer of the same study, series or instance
         makes this one look again instead of failing the caller's transaction (no savepoint).
         """
-        connection = await session.connection()
-        writes = self._statements(connection.dialect.name)
+        writes = self._statements(dialect)
         for _attempt in range(3):
-            outcome = await self._add(
-                connection,
+            outcome = yield from _attempt_add(
                 writes,
                 instance,
                 sha256=sha256,
@@ -364,118 +383,6 @@ class DicomIndex:
             if outcome is not None:
                 return outcome
         return AddOutcome.CONFLICT
-
-    async def _add(
-        self,
-        connection: AsyncConnection,
-        writes: _Writes,
-        inst: Instance,
-        *,
-        sha256: str,
-        size: int,
-        owner_id: uuid.UUID,
-        patient_params: Mapping[str, Any],
-    ) -> AddOutcome | None:
-        """One attempt; None when a concurrent writer got in first (look again)."""
-        seen = (
-            await connection.execute(
-                writes.look,
-                {
-                    "k_sop": inst.instance_uid,
-                    "k_study": inst.study_uid,
-                    "k_series": inst.series_uid,
-                    **patient_params,
-                },
-            )
-        ).one()
-        if seen.sha256 is not None:
-            same = seen.sha256 == sha256 and seen.instance_owner == owner_id
-            return AddOutcome.ALREADY_STORED if same else AddOutcome.CONFLICT
-        if seen.study_owner is not None and seen.study_owner != owner_id:
-            return AddOutcome.CONFLICT
-        meta = inst.metadata
-        now = utcnow()
-        if seen.study_owner is None:
-            alpha, ideo, phon = person_name_groups(meta, "00100010")
-            created = await connection.execute(
-                writes.insert_study,
-                {
-                    "study_uid": inst.study_uid,
-                    "owner_id": owner_id,
-                    "patient_ref": seen.patient,
-                    "patient_id": _text(meta, "00100020")[:64],
-                    "pn_alphabetic": alpha[:324],
-                    "pn_ideographic": ideo[:324],
-                    "pn_phonetic": phon[:324],
-                    "patient_birth_date": _text(meta, "00100030")[:8],
-                    "study_date": _text(meta, "00080020")[:8],
-                    "study_time": _text(meta, "00080030")[:16],
-                    "accession_number": _text(meta, "00080050")[:16],
-                    "study_id": _text(meta, "00200010")[:16],
-                    "referring_physician": _text(meta, "00080090").lower()[:324],
-                    "study_description": _text(meta, "00081030")[:64],
-                    "modalities": " ",
-                    "series_count": 0,
-                    "instance_count": 0,
-                    "attributes": _subset(meta, STUDY_TAGS),
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
-            if _rowcount(created) != 1:
-                return None  # created meanwhile, perhaps by another institution: look again
-        new_series = False
-        if seen.series_uid is None:
-            created = await connection.execute(
-                writes.insert_series,
-                {
-                    "series_uid": inst.series_uid,
-                    "study_uid": inst.study_uid,
-                    "modality": inst.modality[:16],
-                    "series_number": _int(meta, "00200011"),
-                    "series_description": _text(meta, "0008103E")[:64],
-                    "performed_date": _text(meta, "00400244")[:8],
-                    "instance_count": 0,
-                    "attributes": _subset(meta, SERIES_TAGS),
-                    "created_at": now,
-                },
-            )
-            new_series = _rowcount(created) == 1
-        created = await connection.execute(
-            writes.insert_instance,
-            {
-                "sop_instance_uid": inst.instance_uid,
-                "series_uid": inst.series_uid,
-                "study_uid": inst.study_uid,
-                "sop_class_uid": inst.sop_class_uid,
-                "instance_number": _int(meta, "00200013"),
-                "transfer_syntax_uid": inst.transfer_syntax_uid,
-                "frames": inst.number_of_frames,
-                "rows": inst.rows,
-                "columns": inst.columns,
-                "sha256": sha256,
-                "size": size,
-                "metadata": inst.metadata_json,
-                "created_at": now,
-            },
-        )
-        if _rowcount(created) != 1:
-            return None  # the same instance arrived meanwhile: look again
-        await connection.execute(writes.bump_series, {"k_series": inst.series_uid})
-        modality = inst.modality.strip()[:16]
-        await connection.execute(
-            writes.bump_study,
-            {
-                "k_study": inst.study_uid,
-                "k_new_series": 1 if new_series else 0,
-                "k_now": now,
-                "k_patient": seen.patient,
-                # Appended in SQL, so that concurrent writers of one study lose none.
-                "k_modality": f" {modality} " if modality else " ",
-                "k_append": f"{modality} " if modality else "",
-            },
-        )
-        return AddOutcome.STORED
 
     async def remove(
         self,
@@ -565,3 +472,113 @@ class DicomIndex:
         if row is None:
             return None
         return StoredRef(*row)
+
+
+def _attempt_add(
+    writes: _Writes,
+    inst: Instance,
+    *,
+    sha256: str,
+    size: int,
+    owner_id: uuid.UUID,
+    patient_params: Mapping[str, Any],
+) -> Work[AddOutcome | None]:
+    """One attempt; None when a concurrent writer got in first (look again)."""
+    seen = yield Step(
+        writes.look,
+        {
+            "k_sop": inst.instance_uid,
+            "k_study": inst.study_uid,
+            "k_series": inst.series_uid,
+            **patient_params,
+        },
+        fetch=True,
+    )
+    if seen.sha256 is not None:
+        same = seen.sha256 == sha256 and seen.instance_owner == owner_id
+        return AddOutcome.ALREADY_STORED if same else AddOutcome.CONFLICT
+    if seen.study_owner is not None and seen.study_owner != owner_id:
+        return AddOutcome.CONFLICT
+    meta = inst.metadata
+    now = utcnow()
+    if seen.study_owner is None:
+        alpha, ideo, phon = person_name_groups(meta, "00100010")
+        created = yield Step(
+            writes.insert_study,
+            {
+                "study_uid": inst.study_uid,
+                "owner_id": owner_id,
+                "patient_ref": seen.patient,
+                "patient_id": _text(meta, "00100020")[:64],
+                "pn_alphabetic": alpha[:324],
+                "pn_ideographic": ideo[:324],
+                "pn_phonetic": phon[:324],
+                "patient_birth_date": _text(meta, "00100030")[:8],
+                "study_date": _text(meta, "00080020")[:8],
+                "study_time": _text(meta, "00080030")[:16],
+                "accession_number": _text(meta, "00080050")[:16],
+                "study_id": _text(meta, "00200010")[:16],
+                "referring_physician": _text(meta, "00080090").lower()[:324],
+                "study_description": _text(meta, "00081030")[:64],
+                "modalities": " ",
+                "series_count": 0,
+                "instance_count": 0,
+                "attributes": _subset(meta, STUDY_TAGS),
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        if created != 1:
+            return None  # created meanwhile, perhaps by another institution: look again
+    new_series = False
+    if seen.series_uid is None:
+        created = yield Step(
+            writes.insert_series,
+            {
+                "series_uid": inst.series_uid,
+                "study_uid": inst.study_uid,
+                "modality": inst.modality[:16],
+                "series_number": _int(meta, "00200011"),
+                "series_description": _text(meta, "0008103E")[:64],
+                "performed_date": _text(meta, "00400244")[:8],
+                "instance_count": 0,
+                "attributes": _subset(meta, SERIES_TAGS),
+                "created_at": now,
+            },
+        )
+        new_series = created == 1
+    created = yield Step(
+        writes.insert_instance,
+        {
+            "sop_instance_uid": inst.instance_uid,
+            "series_uid": inst.series_uid,
+            "study_uid": inst.study_uid,
+            "sop_class_uid": inst.sop_class_uid,
+            "instance_number": _int(meta, "00200013"),
+            "transfer_syntax_uid": inst.transfer_syntax_uid,
+            "frames": inst.number_of_frames,
+            "rows": inst.rows,
+            "columns": inst.columns,
+            "sha256": sha256,
+            "size": size,
+            "metadata": inst.metadata_json,
+            "created_at": now,
+        },
+    )
+    if created != 1:
+        return None  # the same instance arrived meanwhile: look again
+    yield Step(writes.bump_series, {"k_series": inst.series_uid})
+    modality = inst.modality.strip()[:16]
+    yield Step(
+        writes.bump_study,
+        {
+            "k_study": inst.study_uid,
+            "k_new_series": 1 if new_series else 0,
+            "k_now": now,
+            "k_patient": seen.patient,
+            # Appended in SQL, so that concurrent writers of one study lose none.
+            "k_modality": f" {modality} " if modality else " ",
+            "k_append": f"{modality} " if modality else "",
+        },
+    )
+    return AddOutcome.STORED

@@ -20,19 +20,23 @@ import asyncio
 import enum
 import hashlib
 import os
+import sqlite3
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from sqlalchemy import String, Uuid, bindparam, func, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from imaging.index import AddOutcome, DicomIndex
 from imaging.ingest import IngestError, Instance, ingest
+from imaging.steps import SqliteRunner, Work, run_async
 from imaging.store import InstanceStore
+from server.db import sqlite_connection
 from server.models import DICOM, Consult, ConsultStudy, DicomPatientId, Patient, PatientLink
 from server.problems import Conflict
 
@@ -88,6 +92,7 @@ class Archive:
     max_instance_bytes: int
     #: Key of the UIDs and pseudonyms of studies shared outside the consortium.
     pseudonym_key: bytes = b"\x00" * 32
+    _runners: dict[str, SqliteRunner] = field(default_factory=dict)
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -138,17 +143,42 @@ class Archive:
         *,
         owner_id: uuid.UUID,
         expect_study_uid: str | None = None,
+        then: Callable[[Instance], Work[Any] | None] | None = None,
     ) -> Accepted:
         """Check, place and index one received file in the caller's transaction.
 
-        One trip to a worker thread checks the file (:func:`imaging.ingest.ingest`), syncs it and
-        moves it to its content address; then the index row is written, the patient found in
-        the index's own look-up (:meth:`imaging.index.DicomIndex.link_patients_by`).
+        A worker thread checks the file (:func:`imaging.ingest.ingest`), syncs it and moves it
+        to its content address; the index row is written, the patient found in the index's own
+        look-up (:meth:`imaging.index.DicomIndex.link_patients_by`); then ``then`` (given the
+        instance, stored now or before) may add work to the same transaction, such as its
+        audit record. On SQLite the statements run in that same trip to the worker thread, on
+        the session's own connection (:func:`server.db.sqlite_connection`); elsewhere they are
+        awaited after it. The caller commits.
         """
+        connection = await session.connection()
+        raw = await sqlite_connection(session)
         try:
-            instance = await asyncio.to_thread(
-                self._check_and_place, received, expect_study_uid=expect_study_uid
-            )
+            if raw is not None:
+                instance, outcome = await asyncio.to_thread(
+                    self._place_and_index,
+                    received,
+                    raw,
+                    self._runner(connection.dialect),
+                    owner_id=owner_id,
+                    expect_study_uid=expect_study_uid,
+                    then=then,
+                )
+            else:
+                instance = await asyncio.to_thread(
+                    self._check_and_place, received, expect_study_uid=expect_study_uid
+                )
+                outcome = await run_async(
+                    connection,
+                    self._indexing(connection.dialect.name, received, instance, owner_id),
+                )
+                more = then(instance) if then and outcome is not AddOutcome.CONFLICT else None
+                if more is not None:
+                    await run_async(connection, more)
         except IngestError as exc:
             return Accepted(
                 Verdict.REFUSED,
@@ -164,14 +194,6 @@ class Archive:
                 code="study-mismatch",
                 message="the instance belongs to another study than the one in the URL",
             )
-        outcome = await self.index.add(
-            session,
-            instance,
-            sha256=received.sha256,
-            size=received.size,
-            owner_id=owner_id,
-            patient_params=_patient_params(instance, owner_id),
-        )
         if outcome is AddOutcome.CONFLICT:
             # The file stays: content-addressed, it may be another instance's bytes too.
             return Accepted(
@@ -183,6 +205,44 @@ class Archive:
             )
         verdict = Verdict.STORED if outcome is AddOutcome.STORED else Verdict.ALREADY_STORED
         return Accepted(verdict, instance)
+
+    def _indexing(
+        self, dialect: str, received: Received, instance: Instance, owner_id: uuid.UUID
+    ) -> Work[AddOutcome]:
+        return self.index.adding(
+            dialect,
+            instance,
+            sha256=received.sha256,
+            size=received.size,
+            owner_id=owner_id,
+            patient_params=_patient_params(instance, owner_id),
+        )
+
+    def _runner(self, dialect: Dialect) -> SqliteRunner:
+        runner = self._runners.get(dialect.name)
+        if runner is None:
+            runner = self._runners[dialect.name] = SqliteRunner(dialect)
+        return runner
+
+    def _place_and_index(
+        self,
+        received: Received,
+        connection: sqlite3.Connection,
+        runner: SqliteRunner,
+        *,
+        owner_id: uuid.UUID,
+        expect_study_uid: str | None,
+        then: Callable[[Instance], Work[Any] | None] | None,
+    ) -> tuple[Instance, AddOutcome]:
+        """Blocking, on SQLite: :meth:`_check_and_place`, then the index and ``then`` work on
+        the session's connection, lent to this thread by the awaiting caller."""
+        instance = self._check_and_place(received, expect_study_uid=expect_study_uid)
+        indexing = self._indexing(runner.dialect.name, received, instance, owner_id)
+        outcome = runner.run(connection, indexing)
+        more = then(instance) if then and outcome is not AddOutcome.CONFLICT else None
+        if more is not None:
+            runner.run(connection, more)
+        return instance, outcome
 
     def _check_and_place(self, received: Received, *, expect_study_uid: str | None) -> Instance:
         """Blocking: ingest, then sync and adopt the file; a refused file is removed."""

@@ -19,6 +19,7 @@ from typing import Any, cast
 from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from imaging.steps import Step, Work, run_async
 from server.models import AuditEvent, utcnow
 
 
@@ -55,10 +56,16 @@ _INSERT = insert(cast(Table, AuditEvent.__table__))
 
 async def record(session: AsyncSession, actor: Actor, entries: Iterable[Entry]) -> int:
     """Stage audit records in ``session``'s transaction. Returns how many were written."""
+    return await run_async(await session.connection(), writing(actor, entries))
+
+
+def writing(actor: Actor, entries: Iterable[Entry]) -> Work[int]:
+    """The work of writing audit records, for a caller that runs it in its own transaction
+    (:mod:`imaging.steps`). Returns how many were written."""
     now = utcnow()
     rows = [_row(actor, entry, now) for entry in entries]
     if rows:  # a Core insert of the table: no ORM bulk-insert machinery for a log row
-        await session.execute(_INSERT, rows)
+        yield Step(_INSERT, rows)
     return len(rows)
 
 

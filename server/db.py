@@ -6,6 +6,7 @@ The same code runs on SQLite (aiosqlite, the embedded default) and PostgreSQL (a
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,8 +42,14 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if is_sqlite(url):
         # One connection: SQLite has a single writer, and every request here may write
         # (audit records reads too). Serialising in the pool avoids SQLITE_BUSY upgrades.
+        # Not bound to aiosqlite's thread: whoever holds it checked out may lend it to a
+        # worker thread for a piece of work (see sqlite_connection).
         engine = create_async_engine(
-            url, pool_size=1, max_overflow=0, pool_timeout=60, connect_args={"timeout": 30}
+            url,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=60,
+            connect_args={"timeout": 30, "check_same_thread": False},
         )
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -58,6 +65,27 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
     )
+
+
+async def sqlite_connection(session: AsyncSession) -> sqlite3.Connection | None:
+    """The :class:`sqlite3.Connection` under ``session``'s connection on SQLite, else None.
+
+    For a worker thread to run a piece of the session's transaction with
+    :class:`imaging.steps.SqliteRunner` in the trip it makes anyway, instead of one trip to
+    aiosqlite's thread per statement. Safe while the session holds the connection and awaits
+    that thread: nothing else can use it meanwhile (the pool has one connection, checked out).
+    aiosqlite keeps the connection private: if a version moves it, this answers None and
+    callers take the awaited path.
+    """
+    connection = await session.connection()
+    if connection.dialect.name != "sqlite":
+        return None
+    raw = await connection.get_raw_connection()
+    try:
+        inner = raw.driver_connection._conn  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        return None
+    return inner if isinstance(inner, sqlite3.Connection) else None
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

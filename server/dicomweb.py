@@ -24,9 +24,11 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.helpers import parse_mimetype
 from sqlalchemy import select
 
+from imaging.ingest import Instance
 from imaging.qido import Level, QueryError, parse_query, search
+from imaging.steps import Work
 from server.archive import Accepted, TooLarge, Verdict
-from server.audit import Entry
+from server.audit import Entry, writing
 from server.consultflow import FINAL_STATES
 from server.consults import load_consult, may_contribute
 from server.dicomhttp import (
@@ -196,6 +198,21 @@ async def _stow(call: Call[None, StowQuery], study_uid: str | None) -> web.Respo
     stored: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     studies: dict[str, uuid.UUID | None] = {}
+    actor = call.actor()
+
+    def audit_first_of_study(inst: Instance) -> Work[int] | None:
+        """One record per study stored by this request, in the transaction of its first
+        instance."""
+        if inst.study_uid in studies:
+            return None
+        entry = Entry(
+            action="imaging.store",
+            object_type="study",
+            object_id=inst.study_uid,
+            detail={"via": "stow-rs"},
+        )
+        return writing(actor, [entry])
+
     root = base_url(call.request)
     parts = 0
     while True:
@@ -216,23 +233,18 @@ async def _stow(call: Call[None, StowQuery], study_uid: str | None) -> web.Respo
         except TooLarge as exc:
             raise PayloadTooLarge(str(exc)) from None
         accepted = await archive.accept(
-            call.session, received, owner_id=principal.institution_id, expect_study_uid=study_uid
+            call.session,
+            received,
+            owner_id=principal.institution_id,
+            expect_study_uid=study_uid,
+            then=audit_first_of_study,
         )
         inst = accepted.instance
         if not accepted.ok or inst is None:
             failed.append(_sop_ref(accepted, reason=accepted.reason))
             await call.session.rollback()
             continue
-        if inst.study_uid not in studies:
-            studies[inst.study_uid] = None
-            await call.audit(
-                Entry(
-                    action="imaging.store",
-                    object_type="study",
-                    object_id=inst.study_uid,
-                    detail={"via": "stow-rs"},
-                )
-            )
+        studies.setdefault(inst.study_uid, None)
         series_url = f"{root}/studies/{inst.study_uid}/series/{inst.series_uid}"
         stored.append(_sop_ref(accepted, f"{series_url}/instances/{inst.instance_uid}"))
         await call.session.commit()
