@@ -17,6 +17,7 @@ result. It does no I/O itself, so the same code runs:
 from __future__ import annotations
 
 import sqlite3
+import weakref
 from collections import namedtuple
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.selectable import SelectBase
 
-__all__ = ["SqliteRunner", "Step", "Work", "run_async"]
+__all__ = ["SqliteRunner", "Step", "Work", "run_async", "sqlite_runner"]
 
 T = TypeVar("T")
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]]
@@ -91,6 +92,17 @@ class _Prepared:
         return self.row._make(values)
 
 
+_RUNNERS: weakref.WeakKeyDictionary[Dialect, SqliteRunner] = weakref.WeakKeyDictionary()
+
+
+def sqlite_runner(dialect: Dialect) -> SqliteRunner:
+    """The runner of ``dialect`` (an engine's), made once: it keeps the compiled statements."""
+    runner = _RUNNERS.get(dialect)
+    if runner is None:
+        runner = _RUNNERS[dialect] = SqliteRunner(dialect)
+    return runner
+
+
 class SqliteRunner:
     """Runs :data:`Work` on a :class:`sqlite3.Connection`, blocking; for a worker thread.
 
@@ -142,6 +154,10 @@ class SqliteRunner:
         clause = cast(ClauseElement, statement)
         compiled = clause.compile(dialect=self.dialect, column_keys=list(key[1]))
         assert isinstance(compiled, SQLCompiler)
+        if compiled.literal_execute_params or compiled.post_compile_params:
+            # SQLAlchemy renders these into the SQL at each execution (IN lists, literal
+            # separators): write the statement with plain parameters or literal SQL instead.
+            raise ValueError("a statement with parameters rendered at execution time")
         names = tuple(compiled.positiontup or ())
         binds = [compiled.binds[n] for n in names]
         generated = tuple(

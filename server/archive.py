@@ -23,18 +23,17 @@ import os
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from sqlalchemy import String, Uuid, bindparam, func, select, update
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from imaging.index import AddOutcome, DicomIndex
 from imaging.ingest import IngestError, Instance, ingest
-from imaging.steps import SqliteRunner, Work, run_async
+from imaging.steps import SqliteRunner, Work, run_async, sqlite_runner
 from imaging.store import InstanceStore
 from server.db import sqlite_connection
 from server.models import DICOM, Consult, ConsultStudy, DicomPatientId, Patient, PatientLink
@@ -92,7 +91,6 @@ class Archive:
     max_instance_bytes: int
     #: Key of the UIDs and pseudonyms of studies shared outside the consortium.
     pseudonym_key: bytes = b"\x00" * 32
-    _runners: dict[str, SqliteRunner] = field(default_factory=dict)
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -163,7 +161,7 @@ class Archive:
                     self._place_and_index,
                     received,
                     raw,
-                    self._runner(connection.dialect),
+                    sqlite_runner(connection.dialect),
                     owner_id=owner_id,
                     expect_study_uid=expect_study_uid,
                     then=then,
@@ -217,12 +215,6 @@ class Archive:
             owner_id=owner_id,
             patient_params=_patient_params(instance, owner_id),
         )
-
-    def _runner(self, dialect: Dialect) -> SqliteRunner:
-        runner = self._runners.get(dialect.name)
-        if runner is None:
-            runner = self._runners[dialect.name] = SqliteRunner(dialect)
-        return runner
 
     def _place_and_index(
         self,

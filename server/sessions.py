@@ -21,10 +21,12 @@ from typing import Any, Protocol
 from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import Select, String, Uuid, bindparam, cast, delete, func, select
+from sqlalchemy import Select, String, Uuid, bindparam, cast, delete, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from imaging.steps import Step, Work
+from server.db import read
 from server.models import (
     AuthSession,
     Centre,
@@ -118,20 +120,24 @@ def _split(joined: str | None) -> list[str]:
     return [part for part in (joined or "").split(",") if part]
 
 
+#: The separator as literal SQL, not a parameter rendered at each execution (see imaging.steps).
+_COMMA: Any = literal_column("','")
+
+
 def _principal_query() -> Select[*tuple[Any, ...]]:
     clinic = aliased(Institution)
     roles = (
-        select(func.aggregate_strings(cast(UserRole.role, String), ","))
+        select(func.aggregate_strings(cast(UserRole.role, String), _COMMA))
         .where(UserRole.user_id == User.id)
         .scalar_subquery()
     )
     centres = (
-        select(func.aggregate_strings(cast(CentreMembership.centre, String), ","))
+        select(func.aggregate_strings(cast(CentreMembership.centre, String), _COMMA))
         .where(CentreMembership.user_id == User.id)
         .scalar_subquery()
     )
     clinics = (
-        select(func.aggregate_strings(cast(clinic.id, String), ","))
+        select(func.aggregate_strings(cast(clinic.id, String), _COMMA))
         .where(
             clinic.parent_id == Institution.id,
             clinic.kind == InstitutionKind.VILLAGE_CLINIC,
@@ -161,6 +167,11 @@ def _principal_query() -> Select[*tuple[Any, ...]]:
 
 
 _PRINCIPAL_QUERY = _principal_query()
+
+
+def _looking_up(session_id: uuid.UUID) -> Work[Any]:
+    row = yield Step(_PRINCIPAL_QUERY, {"session_id": session_id}, fetch=True)
+    return row
 
 
 class Authenticator(Protocol):
@@ -205,7 +216,7 @@ class SessionAuth:
         """One SQL statement: the session, its user and institution, the user's roles and
         centres, and (for a township) its village clinics. This runs on every request."""
         session_id, secret = _split_token(token)
-        row = (await db.execute(_PRINCIPAL_QUERY, {"session_id": session_id})).first()
+        row = await read(db, _looking_up(session_id))
         if row is None:
             raise Unauthenticated("the token is not valid")
         if not hmac.compare_digest(row.token_hash, token_digest(self.secret_key, secret)):
