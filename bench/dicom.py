@@ -156,7 +156,7 @@ def start_huizhen(
     env, _, _ = prepare_database("sqlite", workdir / name, workdir, stack)
     port = free_port()
     env = {**os.environ, **env, "HUIZHEN_HOST": "127.0.0.1", "HUIZHEN_PORT": str(port)}
-    for variable in ("HZBENCH_WHATIF", "HZBENCH_INGEST_PROCESSES"):
+    for variable in ("HZBENCH_WHATIF",):
         if os.environ.get(variable):
             env[variable] = os.environ[variable]
     if profile_dir is not None:

@@ -81,24 +81,27 @@ def _timed_sync(name: str, fn: Callable[..., Any], *, profile: bool) -> Callable
 def _install(*, with_cprofile: bool) -> None:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from imaging import intake, steps
     from imaging.store import LocalInstanceStore
     from server import archive, dicomweb, wado
 
-    archive.ingest = _timed_sync(
-        "stow: ingest (parse, check, JSON model)", archive.ingest, profile=with_cprofile
+    intake.ingest = _timed_sync(
+        "stow: ingest (parse, check, JSON model)", intake.ingest, profile=with_cprofile
     )
-    archive._sync = _timed_sync("stow: fsync", archive._sync, profile=with_cprofile)
+    intake.sync = _timed_sync("stow: fsync", intake.sync, profile=with_cprofile)
     LocalInstanceStore.adopt = _timed_sync(  # type: ignore[method-assign]
         "stow: adopt (rename into place)", LocalInstanceStore.adopt, profile=with_cprofile
+    )
+    steps.SqliteRunner.run = _timed_sync(  # type: ignore[method-assign]
+        "SQL work in a worker thread (SQLite: index, audit)",
+        steps.SqliteRunner.run,
+        profile=with_cprofile,
     )
     archive.Archive.receive = _timed_async(  # type: ignore[method-assign]
         "stow: receive (stream part to tmp, hash)", archive.Archive.receive
     )
     archive.Archive.accept = _timed_async(  # type: ignore[method-assign]
-        "stow: accept (ingest, fsync, adopt, index)", archive.Archive.accept
-    )
-    archive.DicomIndex.add = _timed_async(  # type: ignore[method-assign]
-        "stow: index add (1 select, 1 insert, 2 updates)", archive.DicomIndex.add
+        "stow: accept (ingest, fsync, adopt, index, audit)", archive.Archive.accept
     )
     dicomweb.search = _timed_async("qido: search (SQL + JSON model)", dicomweb.search)
     dicomweb.dicom_json = functools.partial(
@@ -117,32 +120,9 @@ def _timed_json(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
         _note(name, time.perf_counter() - start)
 
 
-def _ingest_in_a_process() -> None:
-    """What-if ``HZBENCH_WHATIF=ingest-process``: ingest (parse, checks, JSON model) runs in a
-    child process instead of a thread, so that it no longer holds the server's GIL. The worker
-    thread that ``Archive.accept`` hands it to waits on the child without the GIL. (A refused
-    file's ``IngestError`` does not survive pickling: for measuring only.)"""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from imaging import ingest as real
-    from server import archive
-
-    workers = int(os.environ.get("HZBENCH_INGEST_PROCESSES", "1"))
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-
-    def ingest(source: Any) -> Any:
-        return pool.submit(real.ingest, source).result()
-
-    archive.ingest = ingest
-
-
 def main() -> int:
     from server import cli
 
-    whatif = set(os.environ.get("HZBENCH_WHATIF", "").split(","))
-    if "ingest-process" in whatif:
-        _ingest_in_a_process()
     out = os.environ.get("HZBENCH_PROFILE")
     if not out:
         return cli.main(["serve"])

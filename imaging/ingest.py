@@ -82,6 +82,9 @@ class IngestError(Exception):
         self.code: IngestErrorCode = code
         self.message = message
 
+    def __reduce__(self) -> tuple[type[IngestError], tuple[IngestErrorCode, str]]:
+        return (IngestError, (self.code, self.message))  # it crosses from ingest processes
+
 
 @dataclass(frozen=True, slots=True)
 class Instance:

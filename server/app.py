@@ -7,10 +7,12 @@ import hashlib
 import hmac
 import json
 import logging
+import multiprocessing
 import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
@@ -258,6 +260,26 @@ async def database(app: web.Application) -> AsyncIterator[None]:
     await engine.dispose()
 
 
+async def ingest_processes(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: the archive's ingest processes (``HUIZHEN_INGEST_PROCESSES``). They
+    start on first need, from a fork server that imports only ``imaging.intake``: no copy of
+    this process's threads, sockets or database connections."""
+    count = app[SETTINGS].ingest_processes
+    if count == 0:
+        yield
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["imaging.intake"])
+    pool = ProcessPoolExecutor(count, mp_context=context)
+    archive = app[ARCHIVE]
+    archive.processes = pool
+    try:
+        yield
+    finally:
+        archive.processes = None
+        await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
@@ -285,6 +307,7 @@ def create_app(settings: Settings) -> web.Application:
         ensure_ascii=False,
     ).encode()
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(ingest_processes)
     app.cleanup_ctx.append(dimse)
     app.cleanup_ctx.append(watchdog)
     app.cleanup_ctx.append(labresults.mllp_listener)

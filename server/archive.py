@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
-import os
-import sqlite3
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,8 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from imaging.index import AddOutcome, DicomIndex
-from imaging.ingest import IngestError, Instance, ingest
-from imaging.steps import SqliteRunner, Work, run_async, sqlite_runner
+from imaging.ingest import IngestError, Instance
+from imaging.intake import WrongStudy, check_and_place
+from imaging.steps import Work, run_async, sqlite_runner
 from imaging.store import InstanceStore
 from server.db import sqlite_connection
 from server.models import DICOM, Consult, ConsultStudy, DicomPatientId, Patient, PatientLink
@@ -81,6 +83,8 @@ class Accepted:
         return self.verdict is not Verdict.REFUSED
 
 
+log = logging.getLogger(__name__)
+
 _CHUNK = 256 * 1024
 
 
@@ -91,6 +95,11 @@ class Archive:
     max_instance_bytes: int
     #: Key of the UIDs and pseudonyms of studies shared outside the consortium.
     pseudonym_key: bytes = b"\x00" * 32
+    #: Ingest processes for when several instances arrive at once (None: threads only).
+    processes: Executor | None = None
+    #: How many instances were checked in an ingest process (a figure for /metrics).
+    checked_in_processes: int = 0
+    _checking: int = 0
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -145,38 +154,19 @@ class Archive:
     ) -> Accepted:
         """Check, place and index one received file in the caller's transaction.
 
-        A worker thread checks the file (:func:`imaging.ingest.ingest`), syncs it and moves it
-        to its content address; the index row is written, the patient found in the index's own
-        look-up (:meth:`imaging.index.DicomIndex.link_patients_by`); then ``then`` (given the
-        instance, stored now or before) may add work to the same transaction, such as its
-        audit record. On SQLite the statements run in that same trip to the worker thread, on
-        the session's own connection (:func:`server.db.sqlite_connection`); elsewhere they are
-        awaited after it. The caller commits.
+        The file is checked (:func:`imaging.ingest.ingest`), synced and moved to its content
+        address away from the event loop and before the database is touched: in a worker
+        thread, or in an ingest process while another instance is being checked (the checking
+        is Python, and one process runs Python on one core at a time). Then the index row is
+        written, the patient found in the index's own look-up
+        (:meth:`imaging.index.DicomIndex.link_patients_by`), and ``then`` (given the instance,
+        stored now or before) may add work to the same transaction, such as its audit record.
+        On SQLite those statements run in one trip to a worker thread on the session's own
+        connection (:func:`server.db.sqlite_connection`); elsewhere they are awaited. The
+        caller commits.
         """
-        connection = await session.connection()
-        raw = await sqlite_connection(session)
         try:
-            if raw is not None:
-                instance, outcome = await asyncio.to_thread(
-                    self._place_and_index,
-                    received,
-                    raw,
-                    sqlite_runner(connection.dialect),
-                    owner_id=owner_id,
-                    expect_study_uid=expect_study_uid,
-                    then=then,
-                )
-            else:
-                instance = await asyncio.to_thread(
-                    self._check_and_place, received, expect_study_uid=expect_study_uid
-                )
-                outcome = await run_async(
-                    connection,
-                    self._indexing(connection.dialect.name, received, instance, owner_id),
-                )
-                more = then(instance) if then and outcome is not AddOutcome.CONFLICT else None
-                if more is not None:
-                    await run_async(connection, more)
+            instance = await self._check_and_place(received, expect_study_uid)
         except IngestError as exc:
             return Accepted(
                 Verdict.REFUSED,
@@ -184,7 +174,7 @@ class Archive:
                 code=f"dicom-{exc.code}",
                 message=exc.message,
             )
-        except _WrongStudy as exc:
+        except WrongStudy as exc:
             return Accepted(
                 Verdict.REFUSED,
                 exc.instance,
@@ -192,6 +182,24 @@ class Archive:
                 code="study-mismatch",
                 message="the instance belongs to another study than the one in the URL",
             )
+        connection = await session.connection()
+        work = _and_then(
+            self.index.adding(
+                connection.dialect.name,
+                instance,
+                sha256=received.sha256,
+                size=received.size,
+                owner_id=owner_id,
+                patient_params=_patient_params(instance, owner_id),
+            ),
+            then,
+            instance,
+        )
+        raw = await sqlite_connection(session)
+        if raw is not None:
+            outcome = await asyncio.to_thread(sqlite_runner(connection.dialect).run, raw, work)
+        else:
+            outcome = await run_async(connection, work)
         if outcome is AddOutcome.CONFLICT:
             # The file stays: content-addressed, it may be another instance's bytes too.
             return Accepted(
@@ -204,70 +212,31 @@ class Archive:
         verdict = Verdict.STORED if outcome is AddOutcome.STORED else Verdict.ALREADY_STORED
         return Accepted(verdict, instance)
 
-    def _indexing(
-        self, dialect: str, received: Received, instance: Instance, owner_id: uuid.UUID
-    ) -> Work[AddOutcome]:
-        return self.index.adding(
-            dialect,
-            instance,
-            sha256=received.sha256,
-            size=received.size,
-            owner_id=owner_id,
-            patient_params=_patient_params(instance, owner_id),
-        )
-
-    def _place_and_index(
-        self,
-        received: Received,
-        connection: sqlite3.Connection,
-        runner: SqliteRunner,
-        *,
-        owner_id: uuid.UUID,
-        expect_study_uid: str | None,
-        then: Callable[[Instance], Work[Any] | None] | None,
-    ) -> tuple[Instance, AddOutcome]:
-        """Blocking, on SQLite: :meth:`_check_and_place`, then the index and ``then`` work on
-        the session's connection, lent to this thread by the awaiting caller."""
-        instance = self._check_and_place(received, expect_study_uid=expect_study_uid)
-        indexing = self._indexing(runner.dialect.name, received, instance, owner_id)
-        outcome = runner.run(connection, indexing)
-        more = then(instance) if then and outcome is not AddOutcome.CONFLICT else None
-        if more is not None:
-            runner.run(connection, more)
-        return instance, outcome
-
-    def _check_and_place(self, received: Received, *, expect_study_uid: str | None) -> Instance:
-        """Blocking: ingest, then sync and adopt the file; a refused file is removed."""
+    async def _check_and_place(self, received: Received, expect_study_uid: str | None) -> Instance:
+        args = (self.store, received.path, received.sha256, received.size, expect_study_uid)
+        self._checking += 1
         try:
-            instance = ingest(received.path)
-            if expect_study_uid is not None and instance.study_uid != expect_study_uid:
-                raise _WrongStudy(instance)
-            _sync(received.path)
-        except BaseException:
-            received.path.unlink(missing_ok=True)
-            raise
-        self.store.adopt(received.path, received.sha256, received.size)
-        return instance
+            if self.processes is not None and self._checking > 1:
+                try:
+                    loop = asyncio.get_running_loop()
+                    instance = await loop.run_in_executor(self.processes, check_and_place, *args)
+                except BrokenProcessPool:
+                    # An ingest process died (killed, out of memory): check this instance and
+                    # the next ones in threads rather than fail every instance from now on.
+                    log.error("the ingest processes broke; checking DICOM in threads from now on")
+                    self.processes = None
+                else:
+                    self.checked_in_processes += 1
+                    return instance
+            return await asyncio.to_thread(check_and_place, *args)
+        finally:
+            self._checking -= 1
 
     def discard(self, received: Received) -> None:
         received.path.unlink(missing_ok=True)
 
     def path_of(self, sha256: str) -> Path:
         return self.store.path(sha256)
-
-
-class _WrongStudy(Exception):
-    def __init__(self, instance: Instance) -> None:
-        super().__init__("another study")
-        self.instance = instance
-
-
-def _sync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _patient_of_study() -> ColumnElement[Any]:
@@ -297,6 +266,18 @@ def _patient_of_study() -> ColumnElement[Any]:
 
 
 DICOM.link_patients_by(_patient_of_study())
+
+
+def _and_then(
+    indexing: Work[AddOutcome],
+    then: Callable[[Instance], Work[Any] | None] | None,
+    instance: Instance,
+) -> Work[AddOutcome]:
+    outcome = yield from indexing
+    more = then(instance) if then is not None and outcome is not AddOutcome.CONFLICT else None
+    if more is not None:
+        yield from more
+    return outcome
 
 
 def _patient_params(instance: Instance, owner_id: uuid.UUID) -> dict[str, Any]:

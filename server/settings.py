@@ -76,6 +76,9 @@ class Settings:
     trusted_proxies: tuple[Network, ...] = ()
     #: Largest single DICOM instance accepted (STOW-RS part, resumable upload, DIMSE C-STORE).
     max_instance_bytes: int = 1024 * 1024 * 1024
+    #: Processes that check incoming DICOM while the server checks another instance (checking
+    #: is Python: one process runs it on one core at a time); 0 checks everything in threads.
+    ingest_processes: int = 1
     #: Port of the DICOM (DIMSE) listener on ``host``; 0 turns it off.
     dicom_port: int = 0
     #: Our Application Entity title on DIMSE.
@@ -172,6 +175,7 @@ class Settings:
             max_instance_bytes=reader.get(
                 "MAX_INSTANCE_BYTES", _positive_int, defaults.max_instance_bytes
             ),
+            ingest_processes=reader.get("INGEST_PROCESSES", _count, defaults.ingest_processes),
             dicom_port=reader.get("DICOM_PORT", _port, defaults.dicom_port),
             dicom_ae_title=reader.get("DICOM_AE_TITLE", _ae_title, defaults.dicom_ae_title),
             dicom_peers=reader.get("DICOM_PEERS", _ae_map, defaults.dicom_peers),
@@ -218,6 +222,7 @@ VARIABLES: tuple[str, ...] = (
     "WATCH_INTERVAL_SECONDS",
     "RING_SECONDS",
     "MAX_INSTANCE_BYTES",
+    "INGEST_PROCESSES",
     "DICOM_PORT",
     "DICOM_AE_TITLE",
     "DICOM_PEERS",
@@ -255,6 +260,13 @@ def _positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
         raise ValueError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _count(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 64:
+        raise ValueError(f"must be between 0 and 64, got {value}")
     return value
 
 
