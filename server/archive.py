@@ -37,7 +37,7 @@ from imaging.ingest import IngestError, Instance
 from imaging.intake import WrongStudy, check_and_place
 from imaging.steps import Work, run_async, sqlite_runner
 from imaging.store import InstanceStore
-from server.db import sqlite_connection
+from server.db import run_lent, sqlite_connection
 from server.models import DICOM, Consult, ConsultStudy, DicomPatientId, Patient, PatientLink
 from server.problems import Conflict
 
@@ -197,7 +197,7 @@ class Archive:
         )
         raw = await sqlite_connection(session)
         if raw is not None:
-            outcome = await asyncio.to_thread(sqlite_runner(connection.dialect).run, raw, work)
+            outcome = await run_lent(raw, sqlite_runner(connection.dialect), work)
         else:
             outcome = await run_async(connection, work)
         if outcome is AddOutcome.CONFLICT:

@@ -5,6 +5,8 @@ The same code runs on SQLite (aiosqlite, the embedded default) and PostgreSQL (a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
@@ -25,7 +27,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm.attributes import set_committed_value
 
-from imaging.steps import Work, run_async, sqlite_runner
+from imaging.steps import SqliteRunner, Work, run_async, sqlite_runner
 from server.problems import Conflict
 
 T = TypeVar("T")
@@ -89,6 +91,21 @@ async def sqlite_connection(session: AsyncSession) -> sqlite3.Connection | None:
     except (AttributeError, ValueError):
         return None
     return inner if isinstance(inner, sqlite3.Connection) else None
+
+
+async def run_lent(connection: sqlite3.Connection, runner: SqliteRunner, work: Work[T]) -> T:
+    """Run ``work`` in a worker thread on ``connection``, a session's own (see
+    :func:`sqlite_connection`). Cancelled meanwhile, this still waits for the thread to be done
+    with the connection before letting go: the session would otherwise roll back and hand the
+    connection on while the thread is writing on it."""
+    future = asyncio.get_running_loop().run_in_executor(None, runner.run, connection, work)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([future])
+        raise
 
 
 async def read(session: AsyncSession, work: Work[T]) -> T:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,7 +31,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imaging.steps import SqliteRunner, Step, Work, run_async
-from server.db import make_engine, make_sessionmaker, sqlite_connection
+from server.db import make_engine, make_sessionmaker, run_lent, sqlite_connection
 
 metadata = MetaData()
 things = Table(
@@ -160,3 +162,29 @@ def test_a_runner_needs_sqlite_placeholders() -> None:
 
     with pytest.raises(ValueError, match="postgresql"):
         SqliteRunner(postgresql.asyncpg.dialect())  # type: ignore[no-untyped-call]
+
+
+async def test_a_cancelled_caller_waits_for_the_thread_to_let_go(engine: AsyncEngine) -> None:
+    """The connection is the session's: cancelling the request must not hand it on while the
+    worker thread is still writing on it."""
+    done = threading.Event()
+
+    def slow() -> Work[int]:
+        time.sleep(0.3)
+        count: int = yield Step(
+            INSERT, {"id": uuid.uuid4(), "name": "slow", "at": AT, "detail": {}}
+        )
+        done.set()
+        return count
+
+    async with make_sessionmaker(engine)() as session:
+        connection = await session.connection()
+        raw = await sqlite_connection(session)
+        assert raw is not None
+        task = asyncio.create_task(run_lent(raw, SqliteRunner(connection.dialect), slow()))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert done.is_set()  # the thread had finished before the caller saw the cancellation
+        await session.rollback()
