@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -613,5 +614,11 @@ def render(p: Printable, fonts: Fonts | None = None) -> bytes:
         *_signature(p, s),
     ]
     maker = functools.partial(_PagedCanvas, decorate=functools.partial(_decorate, p=p, fonts=fonts))
-    doc.build(story, canvasmaker=maker)
+    with _BUILDING:  # reportlab's embedded TrueType faces are shared and subset unsafely
+        doc.build(story, canvasmaker=maker)
     return buf.getvalue()
+
+
+#: One PDF built at a time: concurrent builds corrupt the shared font subsets (IndexError in
+#: reportlab's makeSubset, seen with four exports at once).
+_BUILDING = threading.Lock()
