@@ -35,9 +35,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from imaging.index import AddOutcome, DicomIndex
 from imaging.ingest import IngestError, Instance
 from imaging.intake import WrongStudy, check_and_place
-from imaging.steps import Work, run_async, sqlite_runner
+from imaging.steps import Work
 from imaging.store import InstanceStore
-from server.db import run_lent, sqlite_connection
+from server.db import write
 from server.models import DICOM, Consult, ConsultStudy, DicomPatientId, Patient, PatientLink
 from server.problems import Conflict
 
@@ -97,7 +97,7 @@ class Archive:
     pseudonym_key: bytes = b"\x00" * 32
     #: Ingest processes for when several instances arrive at once (None: threads only).
     processes: Executor | None = None
-    #: How many instances were checked in an ingest process (a figure for /metrics).
+    #: How many instances were checked in an ingest process.
     checked_in_processes: int = 0
     _checking: int = 0
 
@@ -162,8 +162,7 @@ class Archive:
         (:meth:`imaging.index.DicomIndex.link_patients_by`), and ``then`` (given the instance,
         stored now or before) may add work to the same transaction, such as its audit record.
         On SQLite those statements run in one trip to a worker thread on the session's own
-        connection (:func:`server.db.sqlite_connection`); elsewhere they are awaited. The
-        caller commits.
+        connection (:func:`server.db.write`); elsewhere they are awaited. The caller commits.
         """
         try:
             instance = await self._check_and_place(received, expect_study_uid)
@@ -182,10 +181,9 @@ class Archive:
                 code="study-mismatch",
                 message="the instance belongs to another study than the one in the URL",
             )
-        connection = await session.connection()
         work = _and_then(
             self.index.adding(
-                connection.dialect.name,
+                session.get_bind().dialect.name,
                 instance,
                 sha256=received.sha256,
                 size=received.size,
@@ -195,11 +193,7 @@ class Archive:
             then,
             instance,
         )
-        raw = await sqlite_connection(session)
-        if raw is not None:
-            outcome = await run_lent(raw, sqlite_runner(connection.dialect), work)
-        else:
-            outcome = await run_async(connection, work)
+        outcome = await write(session, work)
         if outcome is AddOutcome.CONFLICT:
             # The file stays: content-addressed, it may be another instance's bytes too.
             return Accepted(

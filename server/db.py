@@ -20,6 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import ColumnElement, event, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -27,7 +28,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm.attributes import set_committed_value
 
-from imaging.steps import SqliteRunner, Work, run_async, sqlite_runner
+from imaging.steps import Work, run_async, sqlite_runner
 from server.problems import Conflict
 
 T = TypeVar("T")
@@ -72,17 +73,15 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
-async def sqlite_connection(session: AsyncSession) -> sqlite3.Connection | None:
-    """The :class:`sqlite3.Connection` under ``session``'s connection on SQLite, else None.
+async def sqlite_connection(connection: AsyncConnection) -> sqlite3.Connection | None:
+    """The :class:`sqlite3.Connection` under a session's ``connection`` on SQLite, else None.
 
-    For a worker thread to run a piece of the session's transaction with
-    :class:`imaging.steps.SqliteRunner` in the trip it makes anyway, instead of one trip to
-    aiosqlite's thread per statement. Safe while the session holds the connection and awaits
-    that thread: nothing else can use it meanwhile (the pool has one connection, checked out).
-    aiosqlite keeps the connection private: if a version moves it, this answers None and
-    callers take the awaited path.
+    For step work (:mod:`imaging.steps`) to run on it directly, instead of one trip to
+    aiosqlite's thread per statement. Safe while the session holds the connection: nothing else
+    can use it meanwhile (the pool has one connection, checked out). aiosqlite keeps the
+    connection private: if a version moves it, this answers None and callers take the awaited
+    path.
     """
-    connection = await session.connection()
     if connection.dialect.name != "sqlite":
         return None
     raw = await connection.get_raw_connection()
@@ -93,12 +92,20 @@ async def sqlite_connection(session: AsyncSession) -> sqlite3.Connection | None:
     return inner if isinstance(inner, sqlite3.Connection) else None
 
 
-async def run_lent(connection: sqlite3.Connection, runner: SqliteRunner, work: Work[T]) -> T:
-    """Run ``work`` in a worker thread on ``connection``, a session's own (see
-    :func:`sqlite_connection`). Cancelled meanwhile, this still waits for the thread to be done
-    with the connection before letting go: the session would otherwise roll back and hand the
-    connection on while the thread is writing on it."""
-    future = asyncio.get_running_loop().run_in_executor(None, runner.run, connection, work)
+async def write(session: AsyncSession, work: Work[T]) -> T:
+    """Run ``work`` in ``session``'s transaction; the caller commits.
+
+    On SQLite it runs in one trip to a worker thread, on the session's own connection lent to
+    it. Cancelled meanwhile, this still waits for the thread to be done with the connection
+    before letting go: the session would otherwise roll back and hand the connection on while
+    the thread is writing on it. Elsewhere each statement is awaited.
+    """
+    connection = await session.connection()
+    raw = await sqlite_connection(connection)
+    if raw is None:
+        return await run_async(connection, work)
+    runner = sqlite_runner(connection.dialect)
+    future = asyncio.get_running_loop().run_in_executor(None, runner.run, raw, work)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
@@ -116,8 +123,8 @@ async def read(session: AsyncSession, work: Work[T]) -> T:
     or four trips to aiosqlite's thread and back that an awaited statement costs. Meant for the
     look-ups every request makes (who is calling); not for searches that may scan.
     """
-    raw = await sqlite_connection(session)
     connection = await session.connection()
+    raw = await sqlite_connection(connection)
     if raw is None:
         return await run_async(connection, work)
     return sqlite_runner(connection.dialect).run(raw, work)

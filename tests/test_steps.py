@@ -31,7 +31,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imaging.steps import SqliteRunner, Step, Work, run_async
-from server.db import make_engine, make_sessionmaker, run_lent, sqlite_connection
+from server.db import make_engine, make_sessionmaker, sqlite_connection, write
 
 metadata = MetaData()
 things = Table(
@@ -110,7 +110,7 @@ async def test_the_sqlite_runner_does_what_the_awaited_path_does(engine: AsyncEn
         await session.commit()
     async with factory() as session:
         connection = await session.connection()
-        raw = await sqlite_connection(session)
+        raw = await sqlite_connection(connection)
         assert raw is not None, "the session's sqlite3 connection is not reachable"
         runner = SqliteRunner(connection.dialect)
         in_thread = await asyncio.to_thread(runner.run, raw, work(two, "threaded"))
@@ -133,7 +133,7 @@ async def test_what_the_thread_wrote_is_rolled_back_with_the_session(engine: Asy
     factory = make_sessionmaker(engine)
     async with factory() as session:
         connection = await session.connection()
-        raw = await sqlite_connection(session)
+        raw = await sqlite_connection(connection)
         assert raw is not None
         runner = SqliteRunner(connection.dialect)
         await asyncio.to_thread(runner.run, raw, work(uuid.uuid4(), "undone"))
@@ -151,7 +151,7 @@ async def test_a_required_parameter_left_out_is_refused_before_any_sql(
 
     async with make_sessionmaker(engine)() as session:
         connection = await session.connection()
-        raw = await sqlite_connection(session)
+        raw = await sqlite_connection(connection)
         assert raw is not None
         with pytest.raises(KeyError, match="k_by"):
             SqliteRunner(connection.dialect).run(raw, careless())
@@ -179,9 +179,9 @@ async def test_a_cancelled_caller_waits_for_the_thread_to_let_go(engine: AsyncEn
 
     async with make_sessionmaker(engine)() as session:
         connection = await session.connection()
-        raw = await sqlite_connection(session)
+        raw = await sqlite_connection(connection)
         assert raw is not None
-        task = asyncio.create_task(run_lent(raw, SqliteRunner(connection.dialect), slow()))
+        task = asyncio.create_task(write(session, slow()))
         await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
