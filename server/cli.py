@@ -7,13 +7,15 @@ import asyncio
 import gc
 import getpass
 import logging
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from multiprocessing.synchronize import Event as EventType
 
 from aiohttp import web
 from sqlalchemy import select
 
-from server import logs
+from server import logs, workers
 from server.accounts import create_user
 from server.app import create_app
 from server.db import make_engine, make_sessionmaker, migrate, unit_of_work
@@ -140,14 +142,50 @@ async def _peer(args: argparse.Namespace, password: str) -> int:
         await peer.close()
 
 
-def _serve(settings: Settings) -> None:
+def _serve(settings: Settings) -> int:
+    if settings.workers == 1:
+        _run_app(settings)
+        return 0
+    if settings.migrate_on_start:
+        asyncio.run(_migrate(settings))
+    settings.resolved_secret_key()  # made once here, not raced for by the workers
+    log.info("serving on http://%s:%s: %d workers", settings.host, settings.port, settings.workers)
+    try:
+        return workers.supervise(settings, _serve_worker)
+    except workers.PortInUse as exc:
+        _say(f"huizhen: {exc}")
+        return 1
+
+
+def _serve_worker(settings: Settings, index: int, ready: EventType) -> None:
+    """One of ``HUIZHEN_WORKERS`` processes (``server.workers``); run in a fresh interpreter."""
+    workers.detach_from_terminal()
+    logs.configure(settings.log_level, as_json=settings.log_json)
+    workers.exit_with_parent()
+
+    async def started(app: web.Application) -> None:
+        ready.set()
+
+    sockets = workers.listening_sockets(settings.host, settings.port)
+    _run_app(settings, sockets=sockets, started=started)
+
+
+def _run_app(
+    settings: Settings,
+    *,
+    sockets: list[socket.socket] | None = None,
+    started: Callable[[web.Application], Awaitable[None]] | None = None,
+) -> None:
     app = create_app(settings)
     app.on_startup.append(_freeze_heap)
+    if started is not None:
+        app.on_startup.append(started)  # after every cleanup context: the database is up
     log.info("serving on http://%s:%s", settings.host, settings.port)
     web.run_app(
         app,
-        host=settings.host,
-        port=settings.port,
+        host=None if sockets else settings.host,
+        port=None if sockets else settings.port,
+        sock=sockets,
         access_log_class=logs.AccessLogger,
         print=None,
         shutdown_timeout=10,
@@ -206,8 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         if args.command == "serve":
-            _serve(settings)
-        elif args.command == "migrate":
+            return _serve(settings)
+        if args.command == "migrate":
             asyncio.run(_migrate(settings))
             _say("database migrated")
         elif args.command == "seed-demo":

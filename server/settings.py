@@ -79,6 +79,8 @@ class Settings:
     #: Processes that check incoming DICOM while the server checks another instance (checking
     #: is Python: one process runs it on one core at a time); 0 checks everything in threads.
     ingest_processes: int = 1
+    #: Server processes sharing ``port`` (``server.workers``); above 1 needs ``redis_url``.
+    workers: int = 1
     #: Port of the DICOM (DIMSE) listener on ``host``; 0 turns it off.
     dicom_port: int = 0
     #: Our Application Entity title on DIMSE.
@@ -176,6 +178,7 @@ class Settings:
                 "MAX_INSTANCE_BYTES", _positive_int, defaults.max_instance_bytes
             ),
             ingest_processes=reader.get("INGEST_PROCESSES", _count, defaults.ingest_processes),
+            workers=reader.get("WORKERS", _workers, defaults.workers),
             dicom_port=reader.get("DICOM_PORT", _port, defaults.dicom_port),
             dicom_ae_title=reader.get("DICOM_AE_TITLE", _ae_title, defaults.dicom_ae_title),
             dicom_peers=reader.get("DICOM_PEERS", _ae_map, defaults.dicom_peers),
@@ -188,6 +191,11 @@ class Settings:
         if names_turn and not settings.turn_secret:
             raise SettingsError(
                 "HUIZHEN_TURN_SECRET: required when HUIZHEN_TURN_URLS names a TURN server"
+            )
+        if settings.workers > 1 and not settings.redis_url:
+            raise SettingsError(
+                "HUIZHEN_WORKERS: more than one worker needs HUIZHEN_REDIS_URL, which carries "
+                "live events between the worker processes"
             )
         return settings
 
@@ -223,6 +231,7 @@ VARIABLES: tuple[str, ...] = (
     "RING_SECONDS",
     "MAX_INSTANCE_BYTES",
     "INGEST_PROCESSES",
+    "WORKERS",
     "DICOM_PORT",
     "DICOM_AE_TITLE",
     "DICOM_PEERS",
@@ -267,6 +276,13 @@ def _count(raw: str) -> int:
     value = int(raw)
     if not 0 <= value <= 64:
         raise ValueError(f"must be between 0 and 64, got {value}")
+    return value
+
+
+def _workers(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 64:
+        raise ValueError(f"must be between 1 and 64, got {value}")
     return value
 
 

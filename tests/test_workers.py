@@ -1,0 +1,190 @@
+"""Several server processes on one port (``HUIZHEN_WORKERS``): connections spread over the
+workers, which share the database without losing or refusing writes; a worker that dies is
+replaced while the others serve; the supervisor stops them all; a taken port or a missing
+Redis stops the start with a clear message."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pydicom
+import pytest
+
+from bench.cpu import children_of, process_seconds
+from server.settings import Settings, SettingsError
+from server.workers import settings_for
+from tests.conftest import SECRET
+from tests.services import ROOT, HuizhenProcess, Redis, wait_until
+from tests.test_dicomweb import CT, STOW_TYPE, multipart, with_new_uids
+
+CONNECTIONS = 16
+PER_CONNECTION = 4
+
+
+def _workers_of(supervisor: int) -> list[int]:
+    def spawned(pid: int) -> bool:
+        try:
+            return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            return False
+
+    return sorted(pid for pid in children_of(supervisor) if spawned(pid))
+
+
+def _ready_count(server: HuizhenProcess) -> int:
+    return server.log().count("workers ready")
+
+
+@pytest.fixture
+def workers(tmp_path: Path, database_url: str, redis_server: Redis) -> Iterator[HuizhenProcess]:
+    server = HuizhenProcess(
+        env={
+            "HUIZHEN_DATA_DIR": str(tmp_path / "live"),
+            "HUIZHEN_DATABASE_URL": database_url,
+            "HUIZHEN_SECRET_KEY": SECRET,
+            "HUIZHEN_LOG_LEVEL": "INFO",
+            "HUIZHEN_WORKERS": "2",
+            "HUIZHEN_REDIS_URL": redis_server.url,
+        }
+    )
+    server.start()
+    try:
+        wait_until(lambda: _ready_count(server) == 1, 60, "both workers")
+        yield server
+    finally:
+        server.stop()
+
+
+async def _login(http: aiohttp.ClientSession, base: str, username: str) -> str:
+    body = {"username": username, "password": "huizhen-demo"}
+    async with http.post(base + "/api/v1/auth/login", json=body) as resp:
+        assert resp.status == 200, await resp.text()
+        return str((await resp.json())["token"])
+
+
+async def test_connections_spread_over_workers_sharing_the_database(
+    workers: HuizhenProcess,
+) -> None:
+    assert workers.process is not None
+    pids = _workers_of(workers.process.pid)
+    assert len(pids) == 2
+    cpu_before = [process_seconds(p) for p in pids]
+    study = pydicom.uid.generate_uid()
+    sent: set[str] = set()
+    bodies: list[list[bytes]] = []
+    for _ in range(CONNECTIONS):
+        batch = []
+        for _ in range(PER_CONNECTION):
+            data = with_new_uids(CT, StudyInstanceUID=study)
+            sent.add(pydicom.dcmread(pydicom.filebase.DicomBytesIO(data)).SOPInstanceUID)
+            batch.append(multipart(data))
+        bodies.append(batch)
+    statuses: list[int] = []
+    # One connection per client: the kernel picks a worker for each connection.
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=CONNECTIONS, force_close=False)
+    ) as http:
+
+        async def client(batch: list[bytes]) -> None:
+            # Each client signs in (a write: session and audit rows), then stores.
+            token = await _login(http, workers.url, "chengguan")
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": STOW_TYPE}
+            for body in batch:
+                async with http.post(
+                    workers.url + "/dicomweb/studies", data=body, headers=headers
+                ) as resp:
+                    statuses.append(resp.status)
+                    await resp.read()
+
+        await asyncio.gather(*(client(batch) for batch in bodies))
+        token = await _login(http, workers.url, "chengguan")
+        async with http.get(
+            f"{workers.url}/dicomweb/studies/{study}/instances?limit=1000",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as resp:
+            assert resp.status == 200
+            found = {item["00080018"]["Value"][0] for item in json.loads(await resp.read())}
+    assert statuses == [200] * (CONNECTIONS * PER_CONNECTION)
+    assert found == sent
+    used = [process_seconds(p) - before for p, before in zip(pids, cpu_before, strict=True)]
+    assert all(seconds > 0.05 for seconds in used), used  # both workers served requests
+    assert "database is locked" not in workers.log()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_dead_worker_is_replaced_and_a_stop_stops_all(workers: HuizhenProcess) -> None:
+    assert workers.process is not None
+    supervisor = workers.process.pid
+    first, second = _workers_of(supervisor)
+    second_process = Path(f"/proc/{second}")
+    time.sleep(1)
+    subprocess.run(["kill", "-KILL", str(second)], check=True)
+    wait_until(lambda: not second_process.exists(), 10, "the killed worker to go")
+    # Meanwhile the other worker serves every connection.
+    for _ in range(10):
+        assert _get(workers.url + "/healthz") == 200
+    wait_until(lambda: len(_workers_of(supervisor)) == 2, 30, "a new worker")
+    replacement = next(p for p in _workers_of(supervisor) if p != first)
+    assert replacement != second
+    assert "worker 1 exited with code -9; starting another" in workers.log()
+    workers.stop()
+    assert workers.process.returncode == 0
+    assert not Path(f"/proc/{first}").exists()
+    assert not Path(f"/proc/{replacement}").exists()
+
+
+def _get(url: str) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return int(resp.status)
+
+
+def test_a_taken_port_stops_the_start(tmp_path: Path, redis_server: Redis) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "server", "serve"],
+            env={
+                "PATH": "/usr/bin:/bin",
+                "HUIZHEN_DATA_DIR": str(tmp_path / "data"),
+                "HUIZHEN_HOST": "127.0.0.1",
+                "HUIZHEN_PORT": str(port),
+                "HUIZHEN_WORKERS": "2",
+                "HUIZHEN_REDIS_URL": redis_server.url,
+            },
+            cwd=ROOT,
+            capture_output=True,
+            timeout=60,
+        )
+    assert result.returncode != 0
+    assert f"127.0.0.1:{port} is in use" in result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
+
+
+def test_several_workers_need_redis() -> None:
+    with pytest.raises(SettingsError, match=r"HUIZHEN_WORKERS.*HUIZHEN_REDIS_URL"):
+        Settings.from_env({"HUIZHEN_WORKERS": "2"})
+    with pytest.raises(SettingsError, match="HUIZHEN_WORKERS"):
+        Settings.from_env({"HUIZHEN_WORKERS": "0", "HUIZHEN_REDIS_URL": "redis://127.0.0.1/0"})
+    several = Settings.from_env({"HUIZHEN_WORKERS": "3", "HUIZHEN_REDIS_URL": "redis://h/0"})
+    assert several.workers == 3
+    assert Settings.from_env({}).workers == 1
+
+
+def test_only_worker_0_opens_the_dimse_and_mllp_listeners() -> None:
+    settings = Settings(dicom_port=11112, mllp_port=2575, workers=2, redis_url="redis://h/0")
+    first, second = settings_for(settings, 0), settings_for(settings, 1)
+    assert (first.dicom_port, first.mllp_port) == (11112, 2575)
+    assert (second.dicom_port, second.mllp_port) == (0, 0)
+    assert not first.migrate_on_start and not second.migrate_on_start  # done once, before
