@@ -47,6 +47,7 @@ from bench.cpu import (
     process_seconds,
     processes_seconds,
     thread_seconds,
+    tree_seconds,
 )
 from bench.load import LoadError, WrkResult, run_wrk, wrk_binary
 from bench.profile import Profile, start_recording
@@ -266,12 +267,12 @@ def scenario_args(
 
 def settle(pid: int, timeout_s: float = 5.0) -> None:
     """Wait until the server has finished the requests wrk left behind (it is idle), so that
-    they neither load the next measurement nor log into it."""
+    they neither load the next measurement nor log into it). Its child processes count too."""
     deadline = time.monotonic() + timeout_s
-    used = process_seconds(pid)
+    used = tree_seconds(pid)
     while time.monotonic() < deadline:
         time.sleep(0.25)
-        now = process_seconds(pid)
+        now = tree_seconds(pid)
         if now - used < 0.02:
             return
         used = now

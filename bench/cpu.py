@@ -46,6 +46,22 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def descendants_of(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children...)."""
+    found: list[int] = []
+    level = [pid]
+    while level:
+        level = [child for parent in level for child in children_of(parent)]
+        found.extend(level)
+    return found
+
+
+def tree_seconds(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and every process below it that is still running
+    (a server's workers, ingest processes and their fork server)."""
+    return process_seconds(pid) + sum(process_seconds(p) for p in descendants_of(pid))
+
+
 def processes_seconds(pids: Iterable[int]) -> dict[int, float]:
     return {pid: process_seconds(pid) for pid in pids}
 

@@ -51,8 +51,8 @@ import aiohttp
 
 from bench import dicomfiles as files
 from bench.api import prepare_database, settle
-from bench.cpu import machine_sample, machine_use, process_seconds, thread_seconds
-from tests.services import free_port, wait_until
+from bench.cpu import children_of, machine_sample, machine_use, thread_seconds, tree_seconds
+from tests.services import Redis, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -96,11 +96,20 @@ class Server:
         return _status_kb(self.pid, "VmHWM") * 1024
 
     def cpu_s(self) -> float:
-        return process_seconds(self.pid)
+        """All of the server's processes: ours has ingest processes, and workers if asked."""
+        return tree_seconds(self.pid)
 
     def main_cpu_s(self) -> float:
-        """CPU of the main thread (our event loop; Orthanc's main thread only waits)."""
-        return thread_seconds(self.pid, self.pid)
+        """CPU of the main threads: our event loops (each worker's, when there are workers);
+        Orthanc's main thread only waits."""
+        return thread_seconds(self.pid, self.pid) + sum(
+            thread_seconds(pid, pid) for pid in self.workers
+        )
+
+    @property
+    def workers(self) -> list[int]:
+        """Our ``HUIZHEN_WORKERS`` processes, the supervisor's spawned children."""
+        return [pid for pid in children_of(self.pid) if b"spawn_main" in _cmdline(pid)]
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.data_dir.rglob("*") if p.is_file())
@@ -113,6 +122,13 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
 
 
 def _status_kb(pid: int, key: str) -> int:
@@ -150,12 +166,16 @@ def _login(base: str) -> str:
 
 
 def start_huizhen(
-    workdir: Path, stack: contextlib.ExitStack, profile_dir: Path | None = None
+    workdir: Path, stack: contextlib.ExitStack, profile_dir: Path | None = None, workers: int = 1
 ) -> Server:
     name = f"huizhen-{len(list(workdir.glob('huizhen-*')))}"
     env, _, _ = prepare_database("sqlite", workdir / name, workdir, stack)
     port = free_port()
     env = {**os.environ, **env, "HUIZHEN_HOST": "127.0.0.1", "HUIZHEN_PORT": str(port)}
+    if workers > 1:  # as deployed: the workers hear each other's events through Redis
+        redis = Redis().start()
+        stack.callback(redis.stop)
+        env |= {"HUIZHEN_WORKERS": str(workers), "HUIZHEN_REDIS_URL": redis.url}
     for variable in ("HZBENCH_WHATIF",):
         if os.environ.get(variable):
             env[variable] = os.environ[variable]
@@ -222,10 +242,14 @@ def start_orthanc(workdir: Path, stack: contextlib.ExitStack) -> Server:
 
 
 def start(
-    key: str, workdir: Path, stack: contextlib.ExitStack, profile_dir: Path | None = None
+    key: str,
+    workdir: Path,
+    stack: contextlib.ExitStack,
+    profile_dir: Path | None = None,
+    workers: int = 1,
 ) -> Server:
     if key == "huizhen":
-        return start_huizhen(workdir, stack, profile_dir)
+        return start_huizhen(workdir, stack, profile_dir, workers)
     return start_orthanc(workdir, stack)
 
 
@@ -752,6 +776,7 @@ class Options:
     scenarios: tuple[tuple[int, int], ...]
     profile: bool
     keep: bool
+    workers: int = 1
 
 
 def _order(servers: Sequence[str], run: int) -> list[str]:
@@ -813,7 +838,9 @@ async def run_all(opts: Options, workdir: Path) -> dict[str, Any]:
     if "stow" in opts.phases or "memory" in opts.phases:
         with contextlib.ExitStack() as stack:
             servers = {
-                k: await asyncio.to_thread(start, k, workdir, stack, profile_dir("stow"))
+                k: await asyncio.to_thread(
+                    start, k, workdir, stack, profile_dir("stow"), opts.workers
+                )
                 for k in opts.servers
             }
             results["rss_start"] = {k: s.rss_bytes() for k, s in servers.items()}
@@ -1062,6 +1089,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     )
     p.add_argument("--profile", action="store_true", help="our server under cProfile (alone)")
     p.add_argument("--keep", action="store_true", help="keep the working directory")
+    p.add_argument(
+        "--workers", type=int, default=1, help="HUIZHEN_WORKERS for our server (with Redis)"
+    )
     p.add_argument("--no-netns", action="store_true", help="do not enter a network namespace")
     a = p.parse_args(argv)
     servers = tuple(s for s in a.servers.split(",") if s)
@@ -1088,6 +1118,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         ),
         profile=a.profile,
         keep=a.keep,
+        workers=a.workers,
     )
 
 
