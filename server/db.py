@@ -67,10 +67,45 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
+        _skip_idle_ends(engine)
         return engine
     return create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
     )
+
+
+def _skip_idle_ends(engine: AsyncEngine) -> None:
+    """On SQLite, COMMIT and ROLLBACK only when the connection is in a transaction.
+
+    sqlite3 begins a transaction at the first write, so a unit of work that only read has
+    nothing to end, and the pool's reset when a connection comes back follows a commit or
+    rollback that already ended it. Each of those is otherwise a trip to aiosqlite's thread and
+    back: four per STOW-RS request, of which one has anything to do. Whether a transaction is
+    open is read from the ``sqlite3.Connection`` (a flag, no statement); where it cannot be
+    read, the statement is sent as before.
+    """
+    dialect = engine.sync_engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def do_commit(dbapi_connection: Any) -> None:
+        if _may_be_in_transaction(dbapi_connection):
+            commit(dbapi_connection)
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        if _may_be_in_transaction(dbapi_connection):
+            rollback(dbapi_connection)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+
+
+def _may_be_in_transaction(dbapi_connection: Any) -> bool:
+    """False only when the sqlite3 connection under ``dbapi_connection`` (the adapted
+    connection, or the pool's proxy of it) says it is not in a transaction."""
+    inner = getattr(getattr(dbapi_connection, "driver_connection", None), "_conn", None)
+    if not isinstance(inner, sqlite3.Connection):
+        return True
+    return inner.in_transaction
 
 
 async def sqlite_connection(connection: AsyncConnection) -> sqlite3.Connection | None:
