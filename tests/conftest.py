@@ -111,17 +111,22 @@ async def api(client: TestClient[web.Request, web.Application]) -> Api:
     return Api(client)
 
 
+def live_env(tmp_path: Path, database_url: str, **more: str) -> dict[str, str]:
+    """The environment of ``huizhen serve`` over the test's database, with ``more`` settings
+    (``HUIZHEN_LOG_LEVEL`` WARNING unless given)."""
+    return {
+        "HUIZHEN_DATA_DIR": str(tmp_path / "live"),
+        "HUIZHEN_DATABASE_URL": database_url,
+        "HUIZHEN_SECRET_KEY": SECRET,
+        "HUIZHEN_LOG_LEVEL": "WARNING",
+        **more,
+    }
+
+
 @pytest.fixture
 def live_server(tmp_path: Path, database_url: str) -> Iterator[HuizhenProcess]:
     """``huizhen serve`` in a child process on a free port, over the test's database."""
-    server = HuizhenProcess(
-        env={
-            "HUIZHEN_DATA_DIR": str(tmp_path / "live"),
-            "HUIZHEN_DATABASE_URL": database_url,
-            "HUIZHEN_SECRET_KEY": SECRET,
-            "HUIZHEN_LOG_LEVEL": "WARNING",
-        }
-    )
+    server = HuizhenProcess(env=live_env(tmp_path, database_url))
     server.start()
     try:
         yield server

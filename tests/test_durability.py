@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import SECRET
+from tests.conftest import live_env
 from tests.services import HuizhenProcess
 
 
@@ -39,12 +39,7 @@ class Client:
 
 
 def test_signed_report_survives_sigkill(tmp_path: Path, database_url: str) -> None:
-    env = {
-        "HUIZHEN_DATA_DIR": str(tmp_path / "live"),
-        "HUIZHEN_DATABASE_URL": database_url,
-        "HUIZHEN_SECRET_KEY": SECRET,
-        "HUIZHEN_LOG_LEVEL": "WARNING",
-    }
+    env = live_env(tmp_path, database_url)
     first = HuizhenProcess(env=env).start()
     try:
         doctor = Client(first.url, "chengguan")

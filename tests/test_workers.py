@@ -21,7 +21,7 @@ import pytest
 from bench.cpu import children_of, process_seconds
 from server.settings import Settings, SettingsError
 from server.workers import settings_for
-from tests.conftest import SECRET
+from tests.conftest import live_env
 from tests.services import ROOT, HuizhenProcess, Redis, wait_until
 from tests.test_dicomweb import CT, STOW_TYPE, multipart, with_new_uids
 
@@ -45,16 +45,14 @@ def _ready_count(server: HuizhenProcess) -> int:
 
 @pytest.fixture
 def workers(tmp_path: Path, database_url: str, redis_server: Redis) -> Iterator[HuizhenProcess]:
-    server = HuizhenProcess(
-        env={
-            "HUIZHEN_DATA_DIR": str(tmp_path / "live"),
-            "HUIZHEN_DATABASE_URL": database_url,
-            "HUIZHEN_SECRET_KEY": SECRET,
-            "HUIZHEN_LOG_LEVEL": "INFO",
-            "HUIZHEN_WORKERS": "2",
-            "HUIZHEN_REDIS_URL": redis_server.url,
-        }
+    env = live_env(
+        tmp_path,
+        database_url,
+        HUIZHEN_LOG_LEVEL="INFO",  # for "all 2 workers ready"
+        HUIZHEN_WORKERS="2",
+        HUIZHEN_REDIS_URL=redis_server.url,
     )
+    server = HuizhenProcess(env=env)
     server.start()
     try:
         wait_until(lambda: _ready_count(server) == 1, 60, "both workers")

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import cast
 
-from tests.conftest import SECRET
+from tests.conftest import live_env
 from tests.services import Coturn, HuizhenProcess, _udp_listening, wait_until
 
 
@@ -125,15 +125,13 @@ def relay_server(
     coturn's own by default; reached at ``turn_url``, coturn's own by default) with relay-only
     ICE."""
     server = HuizhenProcess(
-        env={
-            "HUIZHEN_DATA_DIR": str(tmp_path / "live"),
-            "HUIZHEN_DATABASE_URL": database_url,
-            "HUIZHEN_SECRET_KEY": SECRET,
-            "HUIZHEN_LOG_LEVEL": "WARNING",
-            "HUIZHEN_TURN_URLS": turn_url or coturn.url,
-            "HUIZHEN_TURN_SECRET": coturn.secret if secret is None else secret,
-            "HUIZHEN_ICE_RELAY_ONLY": "true",
-        }
+        env=live_env(
+            tmp_path,
+            database_url,
+            HUIZHEN_TURN_URLS=turn_url or coturn.url,
+            HUIZHEN_TURN_SECRET=coturn.secret if secret is None else secret,
+            HUIZHEN_ICE_RELAY_ONLY="true",
+        )
     )
     server.start()
     try:

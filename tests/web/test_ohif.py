@@ -48,7 +48,7 @@ from playwright.async_api import (
 )
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from tests.conftest import SECRET
+from tests.conftest import live_env
 from tests.services import ROOT, HuizhenProcess
 from tests.test_dicomweb import STOW_TYPE, multipart
 from tests.web.studyfiles import SIZE, write_ct_series
@@ -185,13 +185,7 @@ async def viewer_site(viewer_dist: Path) -> AsyncIterator[ViewerSite]:
 def huizhen(tmp_path: Path, database_url: str, viewer_site: ViewerSite) -> Iterator[HuizhenProcess]:
     """``huizhen serve`` that lets the viewer's origin call DICOMweb."""
     server = HuizhenProcess(
-        env={
-            "HUIZHEN_DATA_DIR": str(tmp_path / "live"),
-            "HUIZHEN_DATABASE_URL": database_url,
-            "HUIZHEN_SECRET_KEY": SECRET,
-            "HUIZHEN_LOG_LEVEL": "WARNING",
-            "HUIZHEN_CORS_ORIGINS": viewer_site.url,
-        }
+        env=live_env(tmp_path, database_url, HUIZHEN_CORS_ORIGINS=viewer_site.url)
     )
     server.start()
     try:
