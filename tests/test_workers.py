@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,3 +188,24 @@ def test_only_worker_0_opens_the_dimse_and_mllp_listeners() -> None:
     assert (first.dicom_port, first.mllp_port) == (11112, 2575)
     assert (second.dicom_port, second.mllp_port) == (0, 0)
     assert not first.migrate_on_start and not second.migrate_on_start  # done once, before
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_workers_stop_when_the_supervisor_is_killed(workers: HuizhenProcess) -> None:
+    assert workers.process is not None
+    pids = _workers_of(workers.process.pid)
+    assert len(pids) == 2
+    workers.stop(signal.SIGKILL)  # no chance to stop them: they notice on their own
+    for pid in pids:
+        proc = Path(f"/proc/{pid}")
+        wait_until(lambda proc=proc: not _running(proc), 30, f"worker {pid} to stop")
+    with pytest.raises(urllib.error.URLError, match="refused"):
+        _get(workers.url + "/healthz")  # nobody serves the port any more
+
+
+def _running(proc: Path) -> bool:
+    """Alive and not a zombie (an orphan is reaped by init, not by the test)."""
+    try:
+        return (proc / "stat").read_text().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
