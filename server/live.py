@@ -127,7 +127,7 @@ def install(app: web.Application) -> None:
     app.cleanup_ctx.append(_bus_lifetime)
     app.on_response_prepare.append(_after_leaving)
     if METRICS in app:
-        app[METRICS].registry.register(_RealtimeCollector(realtime))
+        app[METRICS].local.register(_RealtimeCollector(realtime))
 
 
 #: Routes after which someone may no longer be a member of the call in the path.

@@ -1,13 +1,36 @@
-"""Prometheus metrics, in a registry of the application's own (never the global one)."""
+"""Prometheus metrics, in a registry of the application's own (never the global one).
+
+Under ``HUIZHEN_WORKERS`` the supervisor (``server.workers``) runs the workers in
+prometheus_client's multiprocess mode: each worker keeps its request figures in a file of its own,
+and a scrape, whichever worker takes it, adds up every worker's. Collectors of one process's own
+state (its realtime connections) go in :attr:`Metrics.local` and are reported as they are.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import values as prometheus_values
+from prometheus_client.multiprocess import MultiProcessCollector
+
+#: The variable prometheus_client reads at import for its multiprocess mode.
+SHARED_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def shared_dir() -> str | None:
+    """The directory of every worker's figures, when prometheus_client is in multiprocess mode."""
+    if getattr(prometheus_values.ValueClass, "_multiprocess", False):
+        return os.environ.get(SHARED_DIR_VARIABLE)
+    return None
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        #: Figures of this process only, never added up across workers.
+        self.local = CollectorRegistry(auto_describe=True)
+        self.shared_dir = shared_dir()
         self.requests = Counter(
             "huizhen_http_requests_total",
             "HTTP requests by method, route template and status",
@@ -22,8 +45,15 @@ class Metrics:
             registry=self.registry,
         )
         self.in_flight = Gauge(
-            "huizhen_http_requests_in_flight", "HTTP requests being served", registry=self.registry
+            "huizhen_http_requests_in_flight",
+            "HTTP requests being served",
+            registry=self.registry,
+            multiprocess_mode="livesum",  # the workers' sum, of those alive
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.shared_dir is None:
+            return generate_latest(self.registry) + generate_latest(self.local)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.shared_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(merged) + generate_latest(self.local)

@@ -12,7 +12,8 @@ any worker the supervisor checks that nothing already listens on the port (``SO_
 would otherwise let a second server share it silently). A worker that dies after it was ready
 is started again; one that dies before it was ready stops the whole server (a bad
 configuration, an unreachable database: starting again would not help). SIGTERM or SIGINT stops
-the workers gracefully, then the supervisor.
+the workers gracefully, then the supervisor. ``/metrics`` adds up every worker's request figures
+(:mod:`server.metrics`): the workers keep them in files under ``<data dir>/metrics``.
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as EventType
+from pathlib import Path
 from types import FrameType
 
+from prometheus_client import multiprocess
+
+from server.metrics import SHARED_DIR_VARIABLE
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,6 +83,7 @@ class Supervisor:
         self.settings = settings
         self.target = target
         self.count = count
+        self.metrics_dir = prepare_metrics_dir(settings)
         self._context = multiprocessing.get_context("spawn")
         self._workers: dict[int, tuple[BaseProcess, float, EventType]] = {}
         self._stopping = False
@@ -124,6 +130,8 @@ class Supervisor:
     def _exited(self, index: int) -> None:
         process, started, ready = self._workers[index]
         process.join()
+        if process.pid is not None:  # its in-flight gauge no longer counts
+            multiprocess.mark_process_dead(process.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
         if self._stopping:
             return
         if not ready.is_set():
@@ -179,6 +187,17 @@ def listening_sockets(host: str, port: int, backlog: int = 128) -> list[socket.s
             raise
         sockets.append(sock)
     return sockets
+
+
+def prepare_metrics_dir(settings: Settings) -> Path:
+    """An empty directory for the workers' metric files, named to prometheus_client in the
+    environment the workers inherit (it picks its mode when it is imported)."""
+    path = (settings.data_dir / "metrics").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):  # a previous run's: its counts are not this run's
+        stale.unlink()
+    os.environ[SHARED_DIR_VARIABLE] = str(path)
+    return path
 
 
 def detach_from_terminal() -> None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -209,3 +210,23 @@ def _running(proc: Path) -> bool:
         return (proc / "stat").read_text().split(") ", 1)[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def _metric(text: str, line_start: str) -> float:
+    lines = [line for line in text.splitlines() if line.startswith(line_start)]
+    values = [float(line.rsplit(" ", 1)[1]) for line in lines]
+    assert len(values) == 1, (line_start, text[:2000])
+    return values[0]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_metrics_add_up_every_worker(workers: HuizhenProcess) -> None:
+    for _ in range(40):  # urllib: a new connection each, so both workers take some
+        assert _get(workers.url + "/healthz") == 200
+    healthz = 'huizhen_http_requests_total{method="GET",route="/healthz",status="200"}'
+    for _ in range(6):  # whichever worker answers, the figures are the sum
+        with urllib.request.urlopen(workers.url + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        assert _metric(text, healthz) == 40
+        assert _metric(text, "huizhen_http_requests_in_flight") == 1  # this scrape
+        assert _metric(text, "huizhen_realtime_connections") == 0  # the answering worker's
