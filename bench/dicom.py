@@ -1097,6 +1097,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     servers = tuple(s for s in a.servers.split(",") if s)
     if a.profile:
         servers = ("huizhen",)
+    if a.workers > 1 and ("memory" in a.phases.split(",") or a.profile):
+        p.error("--workers: the memory phase and --profile watch one process; run them without it")
     for s in servers:
         if s not in LABELS:
             p.error(f"unknown server {s}")
