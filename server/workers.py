@@ -114,7 +114,8 @@ class Supervisor:
     def run(self) -> int:
         """Until stopped: 0 after a requested stop, 1 when a worker could not start."""
         for index in range(self.count):
-            self._start(index)
+            if not self._stopping:  # a signal may come while they start
+                self._start(index)
         announced = False
         while not self._stopping:
             if not announced and all(ready.is_set() for *_, ready in self._workers.values()):
@@ -147,7 +148,8 @@ class Supervisor:
         lived = time.monotonic() - started
         if lived < RESTART_PAUSE:
             time.sleep(RESTART_PAUSE - lived)
-        self._start(index)
+        if not self._stopping:  # stopped while pausing
+            self._start(index)
 
     def _join(self) -> None:
         deadline = time.monotonic() + STOP_GRACE
