@@ -11,20 +11,18 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from multiprocessing.synchronize import Event as EventType
-
-from aiohttp import web
-from sqlalchemy import select
+from typing import TYPE_CHECKING
 
 from server import logs, workers
-from server.accounts import create_user
-from server.app import create_app
-from server.db import make_engine, make_sessionmaker, migrate, unit_of_work
-from server.directory import add_institution, host_centres
-from server.models import Centre, Institution, InstitutionKind, Role
+from server.kinds import Centre, InstitutionKind, Role
 from server.problems import Problem
-from server.seed import is_empty, seed_demo
-from server.sessions import Passwords
 from server.settings import VARIABLES, Settings, SettingsError
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+# Each command imports what it needs when it runs: the supervisor of HUIZHEN_WORKERS only
+# migrates and watches, and need not hold the application (imaging, rendering, video) in memory.
 
 log = logging.getLogger("huizhen")
 
@@ -34,6 +32,8 @@ def _say(message: str) -> None:
 
 
 async def _migrate(settings: Settings) -> None:
+    from server.db import make_engine, migrate
+
     engine = make_engine(settings.effective_database_url)
     try:
         await migrate(engine)
@@ -42,6 +42,10 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _seed(settings: Settings, *, if_empty: bool) -> bool:
+    from server.db import make_engine, make_sessionmaker, unit_of_work
+    from server.seed import is_empty, seed_demo
+    from server.sessions import Passwords
+
     engine = make_engine(settings.effective_database_url)
     try:
         async with unit_of_work(make_sessionmaker(engine)) as db:
@@ -58,6 +62,13 @@ async def _seed(settings: Settings, *, if_empty: bool) -> bool:
 
 
 async def _create_user(settings: Settings, args: argparse.Namespace, password: str) -> None:
+    from sqlalchemy import select
+
+    from server.accounts import create_user
+    from server.db import make_engine, make_sessionmaker, unit_of_work
+    from server.models import Institution
+    from server.sessions import Passwords
+
     engine = make_engine(settings.effective_database_url)
     passwords = Passwords()
     try:
@@ -81,6 +92,12 @@ async def _create_user(settings: Settings, args: argparse.Namespace, password: s
 
 
 async def _create_institution(settings: Settings, args: argparse.Namespace) -> None:
+    from sqlalchemy import select
+
+    from server.db import make_engine, make_sessionmaker, unit_of_work
+    from server.directory import add_institution, host_centres
+    from server.models import Institution
+
     engine = make_engine(settings.effective_database_url)
     try:
         async with unit_of_work(make_sessionmaker(engine)) as db:
@@ -146,8 +163,9 @@ def _serve(settings: Settings) -> int:
     if settings.workers == 1:
         _run_app(settings)
         return 0
-    if settings.migrate_on_start:
-        asyncio.run(_migrate(settings))
+    if settings.migrate_on_start and workers.in_child(_migrate_in_child, settings) != 0:
+        _say("huizhen: the database migration failed (see the log above)")
+        return 1
     settings.resolved_secret_key()  # made once here, not raced for by the workers
     log.info("serving on http://%s:%s: %d workers", settings.host, settings.port, settings.workers)
     try:
@@ -155,6 +173,12 @@ def _serve(settings: Settings) -> int:
     except workers.PortInUse as exc:
         _say(f"huizhen: {exc}")
         return 1
+
+
+def _migrate_in_child(settings: Settings) -> None:
+    """Migrations for the supervisor, in a process of their own: the supervisor stays small."""
+    logs.configure(settings.log_level, as_json=settings.log_json)
+    asyncio.run(_migrate(settings))
 
 
 def _serve_worker(settings: Settings, index: int, ready: EventType) -> None:
@@ -176,6 +200,10 @@ def _run_app(
     sockets: list[socket.socket] | None = None,
     started: Callable[[web.Application], Awaitable[None]] | None = None,
 ) -> None:
+    from aiohttp import web
+
+    from server.app import create_app
+
     app = create_app(settings)
     app.on_startup.append(_freeze_heap)
     if started is not None:

@@ -28,6 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from imaging.index import DicomIndex
 from server.consultflow import CallState, ConsultState, Priority, ReferralState
+from server.kinds import Centre, InstitutionKind, Role
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -72,35 +73,6 @@ BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSON}
-
-
-class InstitutionKind(enum.StrEnum):
-    LEAD_HOSPITAL = "lead_hospital"
-    TOWNSHIP_CENTRE = "township_health_centre"
-    VILLAGE_CLINIC = "village_clinic"
-    PARTNER_HOSPITAL = "partner_hospital"
-
-
-class Centre(enum.StrEnum):
-    """The five remote centres of the lead hospital."""
-
-    ECG = "ecg"
-    IMAGING = "imaging"
-    CONSULTATION = "consultation"
-    LAB = "lab"
-    PATHOLOGY = "pathology"
-
-
-class Role(enum.StrEnum):
-    GRASSROOTS_DOCTOR = "grassroots_doctor"
-    SPECIALIST = "specialist"
-    CENTRE_COORDINATOR = "centre_coordinator"
-    STROKE_TEAM = "stroke_team"
-    AMBULANCE = "ambulance"
-    SUPERVISOR = "supervisor"
-    ADMIN = "admin"
-    #: A system that files results (the lab information system), not a person.
-    INTERFACE = "interface"
 
 
 class Sex(enum.StrEnum):

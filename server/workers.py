@@ -1,7 +1,8 @@
 """Several server processes on one port (``HUIZHEN_WORKERS``).
 
 One Python process runs its event loop on one core. With ``HUIZHEN_WORKERS=N`` the ``serve``
-command becomes a small supervisor: it applies migrations once, then starts N worker processes
+command becomes a small supervisor: it applies migrations once (in a passing process of their
+own, so that the supervisor stays small), then starts N worker processes
 (``spawn``: fresh interpreters, nothing copied from this one) that each bind the same address
 with ``SO_REUSEPORT``, so the kernel spreads incoming connections across them. Each worker is a
 whole node (:func:`server.app.create_app`): the workers share the database and the data
@@ -219,6 +220,15 @@ def exit_with_parent(interval: float = 1.0) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def in_child(target: Callable[[Settings], None], settings: Settings) -> int | None:
+    """Run ``target(settings)`` in a fresh process and wait for it; its exit code. What it
+    imports and allocates goes with it."""
+    process = multiprocessing.get_context("spawn").Process(target=target, args=(settings,))
+    process.start()
+    process.join()
+    return process.exitcode
 
 
 def supervise(settings: Settings, target: Target) -> int:

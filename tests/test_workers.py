@@ -173,6 +173,26 @@ def test_a_taken_port_stops_the_start(tmp_path: Path, redis_server: Redis) -> No
     assert "Traceback" not in result.stderr.decode()
 
 
+def test_a_failed_migration_stops_the_start(tmp_path: Path, redis_server: Redis) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "serve"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HUIZHEN_DATA_DIR": str(tmp_path / "data"),
+            "HUIZHEN_PORT": "0",
+            "HUIZHEN_DATABASE_URL": "postgresql+asyncpg://nobody:x@127.0.0.1:1/none",  # refused
+            "HUIZHEN_WORKERS": "2",
+            "HUIZHEN_REDIS_URL": redis_server.url,
+        },
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "the database migration failed" in result.stderr.decode()
+    assert "worker 0 started" not in result.stderr.decode()
+
+
 def test_several_workers_need_redis() -> None:
     with pytest.raises(SettingsError, match=r"HUIZHEN_WORKERS.*HUIZHEN_REDIS_URL"):
         Settings.from_env({"HUIZHEN_WORKERS": "2"})
