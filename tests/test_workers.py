@@ -149,48 +149,46 @@ def _get(url: str) -> int:
         return int(resp.status)
 
 
-def test_a_taken_port_stops_the_start(tmp_path: Path, redis_server: Redis) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "server", "serve"],
-            env={
-                "PATH": "/usr/bin:/bin",
-                "HUIZHEN_DATA_DIR": str(tmp_path / "data"),
-                "HUIZHEN_HOST": "127.0.0.1",
-                "HUIZHEN_PORT": str(port),
-                "HUIZHEN_WORKERS": "2",
-                "HUIZHEN_REDIS_URL": redis_server.url,
-            },
-            cwd=ROOT,
-            capture_output=True,
-            timeout=60,
-        )
-    assert result.returncode != 0
-    assert f"127.0.0.1:{port} is in use" in result.stderr.decode()
-    assert "Traceback" not in result.stderr.decode()
-
-
-def test_a_failed_migration_stops_the_start(tmp_path: Path, redis_server: Redis) -> None:
+def _serve_two_workers(tmp_path: Path, redis: Redis, **env: str) -> tuple[int, str]:
+    """``huizhen serve`` with two workers that is expected to stop by itself: (status, stderr)."""
     result = subprocess.run(
         [sys.executable, "-m", "server", "serve"],
         env={
             "PATH": "/usr/bin:/bin",
             "HUIZHEN_DATA_DIR": str(tmp_path / "data"),
-            "HUIZHEN_PORT": "0",
-            "HUIZHEN_DATABASE_URL": "postgresql+asyncpg://nobody:x@127.0.0.1:1/none",  # refused
+            "HUIZHEN_HOST": "127.0.0.1",
             "HUIZHEN_WORKERS": "2",
-            "HUIZHEN_REDIS_URL": redis_server.url,
+            "HUIZHEN_REDIS_URL": redis.url,
+            **env,
         },
         cwd=ROOT,
         capture_output=True,
         timeout=120,
     )
-    assert result.returncode == 1
-    assert "the database migration failed" in result.stderr.decode()
-    assert "worker 0 started" not in result.stderr.decode()
+    return result.returncode, result.stderr.decode()
+
+
+def test_a_taken_port_stops_the_start(tmp_path: Path, redis_server: Redis) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, stderr = _serve_two_workers(tmp_path, redis_server, HUIZHEN_PORT=str(port))
+    assert status == 1
+    assert f"127.0.0.1:{port} is in use" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_a_failed_migration_stops_the_start(tmp_path: Path, redis_server: Redis) -> None:
+    status, stderr = _serve_two_workers(
+        tmp_path,
+        redis_server,
+        HUIZHEN_PORT="0",
+        HUIZHEN_DATABASE_URL="postgresql+asyncpg://nobody:x@127.0.0.1:1/none",  # refused
+    )
+    assert status == 1
+    assert "the database migration failed" in stderr
+    assert "worker 0 started" not in stderr
 
 
 def test_several_workers_need_redis() -> None:
