@@ -100,12 +100,20 @@ def _skip_idle_ends(engine: AsyncEngine) -> None:
 
 
 def _may_be_in_transaction(dbapi_connection: Any) -> bool:
-    """False only when the sqlite3 connection under ``dbapi_connection`` (the adapted
-    connection, or the pool's proxy of it) says it is not in a transaction."""
-    inner = getattr(getattr(dbapi_connection, "driver_connection", None), "_conn", None)
-    if not isinstance(inner, sqlite3.Connection):
-        return True
-    return inner.in_transaction
+    """False only when the sqlite3 connection under ``dbapi_connection`` says it is not in a
+    transaction."""
+    inner = _sqlite3_under(dbapi_connection)
+    return True if inner is None else inner.in_transaction
+
+
+def _sqlite3_under(dbapi_connection: Any) -> sqlite3.Connection | None:
+    """The :class:`sqlite3.Connection` under aiosqlite's (the adapted connection, or the pool's
+    proxy of it). aiosqlite keeps it private: if a version moves it, this answers None."""
+    try:
+        inner = dbapi_connection.driver_connection._conn
+    except (AttributeError, ValueError):
+        return None
+    return inner if isinstance(inner, sqlite3.Connection) else None
 
 
 async def sqlite_connection(connection: AsyncConnection) -> sqlite3.Connection | None:
@@ -113,18 +121,12 @@ async def sqlite_connection(connection: AsyncConnection) -> sqlite3.Connection |
 
     For step work (:mod:`imaging.steps`) to run on it directly, instead of one trip to
     aiosqlite's thread per statement. Safe while the session holds the connection: nothing else
-    can use it meanwhile (the pool has one connection, checked out). aiosqlite keeps the
-    connection private: if a version moves it, this answers None and callers take the awaited
-    path.
+    can use it meanwhile (the pool has one connection, checked out). Where it cannot be found,
+    this answers None and callers take the awaited path.
     """
     if connection.dialect.name != "sqlite":
         return None
-    raw = await connection.get_raw_connection()
-    try:
-        inner = raw.driver_connection._conn  # type: ignore[union-attr]
-    except (AttributeError, ValueError):
-        return None
-    return inner if isinstance(inner, sqlite3.Connection) else None
+    return _sqlite3_under(await connection.get_raw_connection())
 
 
 async def write(session: AsyncSession, work: Work[T]) -> T:

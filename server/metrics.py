@@ -52,8 +52,8 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        if self.shared_dir is None:
-            return generate_latest(self.registry) + generate_latest(self.local)
-        merged = CollectorRegistry()
-        MultiProcessCollector(merged, path=self.shared_dir)  # type: ignore[no-untyped-call]
-        return generate_latest(merged) + generate_latest(self.local)
+        shared = self.registry
+        if self.shared_dir is not None:  # every worker's figures, read from their files
+            shared = CollectorRegistry()
+            MultiProcessCollector(shared, path=self.shared_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(shared) + generate_latest(self.local)

@@ -272,18 +272,20 @@ def _positive_int(raw: str) -> int:
     return value
 
 
-def _count(raw: str) -> int:
-    value = int(raw)
-    if not 0 <= value <= 64:
-        raise ValueError(f"must be between 0 and 64, got {value}")
-    return value
+def _between(low: int, high: int) -> Callable[[str], int]:
+    """A parser of whole numbers from ``low`` to ``high``."""
+
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
 
 
-def _workers(raw: str) -> int:
-    value = int(raw)
-    if not 1 <= value <= 64:
-        raise ValueError(f"must be between 1 and 64, got {value}")
-    return value
+_count = _between(0, 64)
+_workers = _between(1, 64)
 
 
 def _bool(raw: str) -> bool:

@@ -27,12 +27,13 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from types import FrameType
+from typing import Any, NamedTuple
 
 from prometheus_client import multiprocess
 
@@ -54,12 +55,21 @@ class PortInUse(OSError):
     """Something already listens on the address the workers are to share."""
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Bind ``host:port`` the way a lone server would (no ``SO_REUSEPORT``): this fails when
-    anything listens there, including another set of workers."""
+def _addresses(host: str, port: int) -> Iterator[tuple[int, int, int, Any]]:
+    """Each address to listen on for ``host:port``, once: (family, type, proto, address)."""
+    seen: set[object] = set()
     for family, kind, proto, _name, address in socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     ):
+        if address not in seen:
+            seen.add(address)
+            yield family, kind, proto, address
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind ``host:port`` the way a lone server would (no ``SO_REUSEPORT``): this fails when
+    anything listens there, including another set of workers."""
+    for family, kind, proto, address in _addresses(host, port):
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
             try:
@@ -76,17 +86,22 @@ def settings_for(settings: Settings, index: int) -> Settings:
     return settings.replace(**changes)
 
 
-class Supervisor:
-    """Starts ``count`` processes running ``target(settings_for(settings, i), i)``, keeps
-    them up, and stops them."""
+class _Worker(NamedTuple):
+    process: BaseProcess
+    started: float  # time.monotonic()
+    ready: EventType
 
-    def __init__(self, settings: Settings, target: Target, count: int) -> None:
+
+class Supervisor:
+    """Starts ``settings.workers`` processes running ``target(settings_for(settings, i), i,
+    ready)``, keeps them up, and stops them."""
+
+    def __init__(self, settings: Settings, target: Target) -> None:
         self.settings = settings
         self.target = target
-        self.count = count
         self.metrics_dir = prepare_metrics_dir(settings)
         self._context = multiprocessing.get_context("spawn")
-        self._workers: dict[int, tuple[BaseProcess, float, EventType]] = {}
+        self._workers: dict[int, _Worker] = {}
         self._stopping = False
         self.failed = False
 
@@ -99,7 +114,7 @@ class Supervisor:
             daemon=False,
         )
         process.start()
-        self._workers[index] = (process, time.monotonic(), ready)
+        self._workers[index] = _Worker(process, time.monotonic(), ready)
         log.info("worker %d started (pid %s)", index, process.pid)
 
     def stop(self, *_: object) -> None:
@@ -107,22 +122,22 @@ class Supervisor:
         if self._stopping:
             return
         self._stopping = True
-        for process, _started, _ready in self._workers.values():
-            if process.is_alive() and process.pid is not None:
+        for worker in self._workers.values():
+            if worker.process.is_alive() and worker.process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
-                    process.terminate()  # SIGTERM: aiohttp shuts the worker down gracefully
+                    worker.process.terminate()  # SIGTERM: aiohttp shuts the worker down gracefully
 
     def run(self) -> int:
         """Until stopped: 0 after a requested stop, 1 when a worker could not start."""
-        for index in range(self.count):
+        for index in range(self.settings.workers):
             if not self._stopping:  # a signal may come while they start
                 self._start(index)
         announced = False
         while not self._stopping:
-            if not announced and all(ready.is_set() for *_, ready in self._workers.values()):
+            if not announced and all(w.ready.is_set() for w in self._workers.values()):
                 announced = True
-                log.info("all %d workers ready", self.count)
-            sentinels = {p.sentinel: i for i, (p, _, _) in self._workers.items()}
+                log.info("all %d workers ready", len(self._workers))
+            sentinels = {w.process.sentinel: i for i, w in self._workers.items()}
             for ready in wait(list(sentinels), timeout=0.5):
                 assert isinstance(ready, int)  # a process sentinel is a file descriptor
                 self._exited(sentinels[ready])
@@ -154,12 +169,12 @@ class Supervisor:
 
     def _join(self) -> None:
         deadline = time.monotonic() + STOP_GRACE
-        for index, (process, _started, _ready) in self._workers.items():
-            process.join(max(0.0, deadline - time.monotonic()))
-            if process.is_alive():
+        for index, worker in self._workers.items():
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
                 log.warning("worker %d did not stop in time; killing it", index)
-                process.kill()
-                process.join()
+                worker.process.kill()
+                worker.process.join()
 
 
 def listening_sockets(host: str, port: int, backlog: int = 128) -> list[socket.socket]:
@@ -167,13 +182,7 @@ def listening_sockets(host: str, port: int, backlog: int = 128) -> list[socket.s
     Bound before the app starts, so a worker that is ready is one the kernel hands
     connections to (any that arrive meanwhile wait in the backlog)."""
     sockets: list[socket.socket] = []
-    seen: set[object] = set()
-    for family, kind, proto, _name, address in socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    ):
-        if address in seen:
-            continue
-        seen.add(address)
+    for family, kind, proto, address in _addresses(host, port):
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -234,7 +243,7 @@ def in_child(target: Callable[[Settings], None], settings: Settings) -> int | No
 def supervise(settings: Settings, target: Target) -> int:
     """Run ``settings.workers`` workers until SIGTERM or SIGINT; the exit status."""
     check_port_free(settings.host, settings.port)
-    supervisor = Supervisor(settings, target, settings.workers)
+    supervisor = Supervisor(settings, target)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         supervisor.stop()
