@@ -46,6 +46,19 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def spawned_children(pid: int) -> list[int]:
+    """Children of ``pid`` started by multiprocessing's ``spawn`` (``HUIZHEN_WORKERS``'s
+    workers under their supervisor), in pid order."""
+
+    def spawned(child: int) -> bool:
+        try:
+            return b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    return sorted(child for child in children_of(pid) if spawned(child))
+
+
 def descendants_of(pid: int) -> list[int]:
     """Every process below ``pid`` (children, their children...)."""
     found: list[int] = []

@@ -51,7 +51,7 @@ import aiohttp
 
 from bench import dicomfiles as files
 from bench.api import prepare_database, settle
-from bench.cpu import children_of, machine_sample, machine_use, thread_seconds, tree_seconds
+from bench.cpu import machine_sample, machine_use, spawned_children, thread_seconds, tree_seconds
 from tests.services import Redis, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +109,7 @@ class Server:
     @property
     def workers(self) -> list[int]:
         """Our ``HUIZHEN_WORKERS`` processes, the supervisor's spawned children."""
-        return [pid for pid in children_of(self.pid) if b"spawn_main" in _cmdline(pid)]
+        return spawned_children(self.pid)
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.data_dir.rglob("*") if p.is_file())
@@ -122,13 +122,6 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return b""
 
 
 def _status_kb(pid: int, key: str) -> int:

@@ -21,7 +21,7 @@ import aiohttp
 import pydicom
 import pytest
 
-from bench.cpu import children_of, process_seconds
+from bench.cpu import process_seconds, spawned_children
 from server.settings import Settings, SettingsError
 from server.workers import settings_for
 from tests.conftest import live_env
@@ -30,16 +30,6 @@ from tests.test_dicomweb import CT, STOW_TYPE, multipart, with_new_uids
 
 CONNECTIONS = 16
 PER_CONNECTION = 4
-
-
-def _workers_of(supervisor: int) -> list[int]:
-    def spawned(pid: int) -> bool:
-        try:
-            return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        except FileNotFoundError:
-            return False
-
-    return sorted(pid for pid in children_of(supervisor) if spawned(pid))
 
 
 def _ready_count(server: HuizhenProcess) -> int:
@@ -75,7 +65,7 @@ async def test_connections_spread_over_workers_sharing_the_database(
     workers: HuizhenProcess,
 ) -> None:
     assert workers.process is not None
-    pids = _workers_of(workers.process.pid)
+    pids = spawned_children(workers.process.pid)
     assert len(pids) == 2
     cpu_before = [process_seconds(p) for p in pids]
     study = pydicom.uid.generate_uid()
@@ -124,7 +114,7 @@ async def test_connections_spread_over_workers_sharing_the_database(
 def test_a_dead_worker_is_replaced_and_a_stop_stops_all(workers: HuizhenProcess) -> None:
     assert workers.process is not None
     supervisor = workers.process.pid
-    first, second = _workers_of(supervisor)
+    first, second = spawned_children(supervisor)
     second_process = Path(f"/proc/{second}")
     time.sleep(1)
     subprocess.run(["kill", "-KILL", str(second)], check=True)
@@ -132,8 +122,8 @@ def test_a_dead_worker_is_replaced_and_a_stop_stops_all(workers: HuizhenProcess)
     # Meanwhile the other worker serves every connection.
     for _ in range(10):
         assert _get(workers.url + "/healthz") == 200
-    wait_until(lambda: len(_workers_of(supervisor)) == 2, 30, "a new worker")
-    replacement = next(p for p in _workers_of(supervisor) if p != first)
+    wait_until(lambda: len(spawned_children(supervisor)) == 2, 30, "a new worker")
+    replacement = next(p for p in spawned_children(supervisor) if p != first)
     assert replacement != second
     assert "worker 1 exited with code -9; starting another" in workers.log()
     workers.stop()
@@ -212,7 +202,7 @@ def test_only_worker_0_opens_the_dimse_and_mllp_listeners() -> None:
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_workers_stop_when_the_supervisor_is_killed(workers: HuizhenProcess) -> None:
     assert workers.process is not None
-    pids = _workers_of(workers.process.pid)
+    pids = spawned_children(workers.process.pid)
     assert len(pids) == 2
     workers.stop(signal.SIGKILL)  # no chance to stop them: they notice on their own
     for pid in pids:
