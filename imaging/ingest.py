@@ -205,7 +205,8 @@ def _check_complete(ds: FileDataset, size: int) -> None:
 
     pydicom reads a short value or a short last header without complaint; here each element's
     start and length are checked against the file size. A sequence of undefined length is parsed
-    eagerly and carries no position; its truncation surfaces as pydicom's EOF warning instead. A
+    eagerly and carries no position, nor does deferred encapsulated pixel data (a path's value
+    over DEFER_SIZE); their truncation surfaces as pydicom's EOF warning instead. A
     file cut exactly between two elements cannot be told from a whole one; required attributes
     (UIDs) catch most of those. Deflated data sets have positions in the inflated stream.
     """
@@ -222,7 +223,10 @@ def _check_complete(ds: FileDataset, size: int) -> None:
         last_is_raw = True
         length, value, value_tell = raw.length, raw.value, raw.value_tell
         if length == _UNDEFINED:
-            length = len(value or b"") + 8  # the value and its delimiter
+            if value is None:  # deferred: pydicom found its delimiter, and keeps not where
+                last_is_raw = False
+                continue
+            length = len(value) + 8  # the value and its delimiter
         elif value is not None and len(value) < length:
             raise IngestError("truncated", f"element {tag} is shorter than its length")
         if value_tell + length > end:

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom import dcmread
+from pydicom.filebase import DicomBytesIO
 
+import imaging.ingest
 from imaging.ingest import IngestError, IngestErrorCode, Instance, ingest
 from tests.imaging.dicomfiles import INSTANCE_UID, SECONDARY_CAPTURE, STUDY_UID, build, bundled
 
@@ -218,3 +220,25 @@ def test_a_path_cut_inside_pixel_data_is_truncated(tmp_path: Path) -> None:
     with pytest.raises(IngestError) as missing:
         ingest(tmp_path / "absent.dcm")
     assert missing.value.code == "not-dicom"
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_encapsulated_pixel_data_over_the_defer_size_by_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whole: bool
+) -> None:
+    """Compressed pixel data longer than DEFER_SIZE is left unread when ingesting a path; its
+    end is pydicom's to find, and a whole file is not "truncated" for it (it was, before)."""
+    data = bundled("examples_jpeg2k.dcm").read_bytes()  # JPEG 2000, 150 KB of fragments
+    ds = dcmread(DicomBytesIO(data))
+    assert ds["PixelData"].is_undefined_length  # encapsulated
+    assert len(ds.PixelData) > imaging.ingest.DEFER_SIZE
+    if not whole:
+        monkeypatch.setattr(imaging.ingest, "READ_WHOLE_SIZE", 0)
+    path = tmp_path / "j2k.dcm"
+    path.write_bytes(data)
+    assert ingest(path) == ingest(data)
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[:-5000])
+    with pytest.raises(IngestError) as caught:
+        ingest(cut)
+    assert caught.value.code == "truncated"
