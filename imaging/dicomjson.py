@@ -29,6 +29,11 @@ three roads that applies:
    converted by pydicom (that parses it, and sets the items' parent and pixel representation)
    and its items walked here.
 
+:func:`read_plain` goes further for a whole Part-10 file in memory: when every element of it
+takes the direct road and pydicom would read it plainly, the file meta and the model are read
+straight from the bytes, no pydicom data set made; otherwise it says None, and the caller reads
+the file with pydicom and :func:`to_json_dict`.
+
 Unlike pydicom, the data set is left mostly unconverted: elements taken on the first two roads
 stay raw in ``ds``. :func:`direct_attribute` gives one top-level element's attribute by the
 direct road, for a caller that wants a value without converting the element. Blocking and pure
@@ -40,10 +45,10 @@ from __future__ import annotations
 import base64
 import codecs
 import re
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable, Container, MutableSequence
 from functools import partial
 from struct import Struct, calcsize, unpack
-from typing import Any
+from typing import Any, NamedTuple
 
 import pydicom.valuerep
 from pydicom import config
@@ -66,7 +71,7 @@ from pydicom.valuerep import (
 )
 from pydicom.values import convert_value
 
-__all__ = ["direct_attribute", "to_json_dict"]
+__all__ = ["PlainFile", "direct_attribute", "read_plain", "to_json_dict"]
 
 BulkHandler = Callable[[DataElement], str]
 Attribute = dict[str, Any]
@@ -89,6 +94,91 @@ def to_json_dict(
     if _customised():
         return ds.to_json_dict(bulk_data_threshold, handler)
     return _Writer(bulk_data_threshold, handler, direct=_direct_allowed()).dataset(ds)
+
+
+class PlainFile(NamedTuple):
+    """A Part-10 file as :func:`read_plain` reads it."""
+
+    #: The file meta information's attributes.
+    meta: dict[str, Attribute]
+    #: The data set's JSON model, without the elements of ``bulk_tags``.
+    model: dict[str, Attribute]
+    #: The top-level elements of ``bulk_tags`` present: their VR as written ("" in implicit VR).
+    bulk: dict[str, str]
+
+
+# Transfer syntaxes whose data sets pydicom does not read as explicit (or implicit) VR little
+# endian: big endian, deflated; and one whose frames are deflated, which ingest treats apart.
+_NOT_PLAIN_SYNTAXES = frozenset(
+    {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"}
+)
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+# Specific Character Sets read here, and the codec the direct road decodes them with.
+_PLAIN_CHARSETS = {"ISO_IR 6": "iso8859-1", "ISO_IR 100": "iso8859-1", "ISO_IR 192": "utf-8"}
+_PLAIN_CHARSETS["GB18030"] = "gb18030"
+
+
+def read_plain(
+    data: bytes, threshold: int, handler: BulkHandler, bulk_tags: Container[int]
+) -> PlainFile | None:
+    """A Part-10 file read straight from its bytes when it is plain, else None.
+
+    What :func:`to_json_dict` makes of ``dcmread(data)`` (bulk data included, without the
+    top-level elements of ``bulk_tags``, which are skipped unread), when every element takes the
+    direct road and the file is plain, so that pydicom would read it the same way and warn about
+    nothing: a file meta group that (0002,0000) measures, whose elements are all of group 0002;
+    a transfer syntax that is explicit or implicit VR little endian (encapsulated ones included);
+    a first data set element whose VR looks as the transfer syntax says and that is neither a
+    command (group 0000) nor before (0008,0005); a Specific Character Set of one value that
+    the direct road decodes (see :data:`_PLAIN_CHARSETS`), or none; every element ending before
+    the file does (see :meth:`_Writer.item`). Anything else is pydicom's to read (and, for a
+    broken file, to explain). Pure; blocking only as long as the parse.
+    """
+    if _customised() or not _direct_allowed() or len(data) < 144 or data[128:132] != b"DICM":
+        return None
+    if data[132:140] != b"\x02\x00\x00\x00UL\x04\x00":  # (0002,0000) UL, four bytes
+        return None
+    (meta_length,) = _LONG_LENGTH(data, 140)
+    start = 144 + meta_length  # of the data set
+    if start + 8 > len(data):
+        return None
+    writer = _Writer(threshold, handler, direct=True)
+    read = writer.item(data, 132, start, False, _DEFAULT, delimited=False)
+    if read is None or not next(reversed(read[0])).startswith("0002"):  # tags ascend
+        return None
+    meta = read[0]
+    syntax = meta.get("00020010", {})
+    uids = syntax.get("Value", [])
+    if syntax.get("vr") != "UI" or len(uids) != 1 or uids[0] in _NOT_PLAIN_SYNTAXES:
+        return None
+    implicit = uids[0] == _IMPLICIT_LE
+    group, elem, code, length = _EXPLICIT_HEADER(data, start)
+    # pydicom's look at the first element: two capitals where an explicit VR would be?
+    looks_explicit = 0x40 < code[0] < 0x5B and 0x40 < code[1] < 0x5B
+    if looks_explicit == implicit or group in (0, 2):
+        return None
+    codec = _PLAIN_CHARSETS["ISO_IR 6"]  # the default repertoire
+    tag = group << 16 | elem
+    if tag < _CHARSET_TAG:
+        return None
+    if tag == _CHARSET_TAG:
+        if implicit:
+            (length,) = _LONG_LENGTH(data, start + 4)
+        elif code != b"CS":
+            return None
+        terms = (_strings("CS", data[start + 8 : start + 8 + length], True, None) or {}).get(
+            "Value"
+        )
+        if terms is None or len(terms) != 1 or terms[0] not in _PLAIN_CHARSETS:
+            return None
+        codec = _PLAIN_CHARSETS[terms[0]]
+    bulk: dict[str, str] = {}
+    read = writer.item(
+        data, start, len(data), implicit, codec, delimited=False, bulk=bulk, bulk_tags=bulk_tags
+    )
+    if read is None:
+        return None
+    return PlainFile(meta, read[0], bulk)
 
 
 def _customised() -> bool:
@@ -218,67 +308,131 @@ class _Writer:
             or len(value) != raw.length
         ):
             return None
-        items = self.items(value, raw.is_implicit_VR, codec)
-        if items is not None and _PIXEL_REPRESENTATION in ds._dict:
+        read = self.items(value, 0, len(value), raw.is_implicit_VR, codec, delimited=False)
+        if read is None:
+            return None
+        if _PIXEL_REPRESENTATION in ds._dict:
             _ = ds[_PIXEL_REPRESENTATION]  # Dataset._set_pixel_representation
-        return items
+        return read[0]
 
-    def items(self, data: bytes, implicit: bool, codec: str | None) -> list[Attribute] | None:
-        """The items of a sequence value, as pydicom's read_sequence parses them, when each is
-        an item (FFFE,E000) of defined length holding only elements the direct road takes;
-        else None (pydicom parses it)."""
+    def items(
+        self, data: bytes, pos: int, end: int, implicit: bool, codec: str | None, *, delimited: bool
+    ) -> tuple[list[Attribute], int] | None:
+        """The items of a sequence value starting at ``data[pos]``, as pydicom's read_sequence
+        parses them, and the position after them. The value ends at ``end`` (defined length) or,
+        when ``delimited`` (undefined length), at a sequence delimiter before ``end``. None when
+        anything is not plain: a header that is not an item's (FFFE,E000), a delimiter where
+        none belongs or with a length, an item that overruns the value (see :meth:`item`)."""
         items: list[Attribute] = []
-        pos, end = 0, len(data)
-        while pos < end:
+        while pos < end or delimited:
             if end - pos < 8:
                 return None
             group, elem, length = _ITEM_HEADER(data, pos)
-            start = pos + 8
-            pos = start + length  # beyond the end for an undefined length
-            if group != 0xFFFE or elem != 0xE000 or pos > end:
+            pos += 8
+            if group != 0xFFFE:
                 return None
-            item = self.item(data, start, pos, implicit, codec)
-            if item is None:
+            if elem == 0xE0DD and delimited and length == 0:
+                return items, pos
+            if elem != 0xE000:
                 return None
+            if length == _UNDEFINED:
+                read = self.item(data, pos, end, implicit, codec, delimited=True)
+            elif pos + length > end:
+                return None
+            else:
+                read = self.item(data, pos, pos + length, implicit, codec, delimited=False)
+            if read is None:
+                return None
+            item, pos = read
             items.append(item)
-        return items
+        return items, pos
 
     def item(
-        self, data: bytes, pos: int, end: int, implicit: bool, codec: str | None
-    ) -> Attribute | None:
-        """The JSON model of the item ``data[pos:end]``, or None when anything in it is not
-        plain: a VR the direct road does not write (in explicit VR not a known one; in implicit
-        VR unknown to the dictionary), an undefined or too long length, tags out of order or
-        repeated, a delimiter, its own Specific Character Set, a private sequence."""
+        self,
+        data: bytes,
+        pos: int,
+        end: int,
+        implicit: bool,
+        codec: str | None,
+        *,
+        delimited: bool,
+        bulk: dict[str, str] | None = None,
+        bulk_tags: Container[int] = (),
+    ) -> tuple[Attribute, int] | None:
+        """The JSON model of the data set starting at ``data[pos]`` and the position after it.
+
+        It ends at ``end`` (an item of defined length, a whole data set) or, when ``delimited``
+        (an item of undefined length), at an item delimiter before ``end``. None when anything
+        in it is not plain: a VR the direct road does not write (in explicit VR not a known one;
+        in implicit VR unknown to the dictionary), a length past the end, an undefined length
+        other than a sequence's, tags out of order or repeated, a stray delimiter, its own
+        Specific Character Set, a private sequence.
+
+        ``bulk`` is given for a top-level data set: its Specific Character Set is then written
+        (in the default repertoire, as pydicom reads it) and the elements of ``bulk_tags``
+        (pixel and waveform data, encapsulated included) are skipped, unread, their VR as the
+        element has it put in ``bulk`` under their key (an implicit VR gives "").
+        """
         out: dict[str, Any] = {}
         last = -1
-        while pos < end:
+        while pos < end or delimited:
             if end - pos < 8:
                 return None
             if implicit:
                 group, elem, length = _IMPLICIT_HEADER(data, pos)
                 start = pos + 8
                 tag = group << 16 | elem
+                if tag == _ITEM_DELIMITER and delimited:
+                    return (out, start) if length == 0 else None
                 vr = "" if group & 1 else _dictionary_vr(tag)
             else:
                 group, elem, code, length = _EXPLICIT_HEADER(data, pos)
                 start = pos + 8
                 tag = group << 16 | elem
+                if tag == _ITEM_DELIMITER and delimited:
+                    return (out, start) if data[pos + 4 : start] == _ZERO_LENGTH else None
                 vr = _EXPLICIT_VRS.get(code, "")
                 if vr in _LENGTH_32:  # two reserved bytes, then a four-byte length
                     if end - pos < 12:
                         return None
                     (length,) = _LONG_LENGTH(data, start)
                     start += 4
-            pos = start + length
-            if tag <= last or group == 0xFFFE or tag == _CHARSET_TAG or pos > end:
+            if tag <= last or group == 0xFFFE or (tag == _CHARSET_TAG and bulk is None):
                 return None
             last = tag
-            if vr == "SQ":
-                nested = None if group & 1 else self.items(data[start:pos], implicit, codec)
-                if nested is None:
+            key = f"{tag:08X}"
+            if bulk is not None and tag in bulk_tags:
+                if length != _UNDEFINED:
+                    pos = start + length
+                elif implicit:
                     return None
-                out[f"{tag:08X}"] = {"vr": "SQ", "Value": nested}
+                else:  # encapsulated
+                    pos = _fragments_end(data, start, end)
+                if not implicit and vr not in _BINARY:
+                    return None
+                if pos > end:
+                    return None
+                bulk[key] = "" if implicit else vr
+                continue
+            if length == _UNDEFINED:
+                if vr != "SQ" or group & 1:
+                    return None
+                read = self.items(data, start, end, implicit, codec, delimited=True)
+                if read is None:
+                    return None
+                out[key] = {"vr": "SQ", "Value": read[0]}
+                pos = read[1]
+                continue
+            pos = start + length
+            if pos > end:
+                return None
+            if vr == "SQ":
+                if group & 1:
+                    return None
+                read = self.items(data, start, pos, implicit, codec, delimited=False)
+                if read is None:
+                    return None
+                out[key] = {"vr": "SQ", "Value": read[0]}
                 continue
             writer = _DIRECT.get(vr)
             if writer is None or tag in _LUT_DESCRIPTORS:
@@ -289,12 +443,14 @@ class _Writer:
                 value = data[start:pos]
                 raw = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)
                 attr = self.binary(raw, vr, value)
+            elif tag == _CHARSET_TAG:  # read in the default repertoire
+                attr = writer(vr, data[start:pos], True, _DEFAULT)
             else:
                 attr = writer(vr, data[start:pos], True, codec)
-                if attr is None:
-                    return None
-            out[f"{tag:08X}"] = attr
-        return out
+            if attr is None:
+                return None
+            out[key] = attr
+        return out, pos
 
     def binary(self, raw: RawDataElement, vr: str, value: bytes) -> Attribute:
         """OB OD OF OL OV OW (their converters keep the bytes): bulk data or inline base64."""
@@ -342,6 +498,21 @@ def _write_direct(
     if writer is _binary:
         return None if binary is None else binary(element, known, data)
     return writer(known, data, element.is_little_endian, codec)
+
+
+def _fragments_end(data: bytes, pos: int, end: int) -> int:
+    """Where encapsulated pixel data starting at ``data[pos]`` ends, after its sequence
+    delimiter, when its items are whole and the delimiter has a zero length (then pydicom's
+    reading of it, item by item, ends there too); else past ``end``."""
+    while end - pos >= 8:
+        tag = data[pos : pos + 4]
+        if tag == _SEQUENCE_DELIMITER:
+            return pos + 8 if data[pos + 4 : pos + 8] == _ZERO_LENGTH else end + 1
+        if tag != _FRAGMENT:
+            break
+        (length,) = _LONG_LENGTH(data, pos + 4)
+        pos += 8 + length
+    return end + 1
 
 
 def _dictionary_vr(tag: int) -> str:
@@ -413,6 +584,10 @@ _ITEM_HEADER = Struct("<HHL").unpack_from
 _IMPLICIT_HEADER = Struct("<HHL").unpack_from
 _EXPLICIT_HEADER = Struct("<HH2sH").unpack_from
 _LONG_LENGTH = Struct("<L").unpack_from
+_ITEM_DELIMITER = 0xFFFEE00D
+_ZERO_LENGTH = bytes(4)
+_FRAGMENT = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0"  # (FFFE,E0DD)
 _LENGTH_32 = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
 _NUMBERS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "UV": "Q", "SV": "q", "FL": "f", "FD": "d"}
 

@@ -12,7 +12,13 @@ WADO-RS metadata. Every failure is an :class:`IngestError` with a stable ``code`
 Character sets are decoded by pydicom from ``SpecificCharacterSet`` (GB18030, ISO_IR 192 and the
 ISO 2022 sets); a value it could not decode cleanly is noted in :attr:`Instance.warnings`.
 
-Blocking: this reads and parses with pydicom in the calling thread. From asyncio, call it through
+A plain file held in memory (given as bytes, or a path no larger than ``READ_WHOLE_SIZE``) is
+read straight from its bytes by :func:`imaging.dicomjson.read_plain`, without pydicom's data set:
+the same checks and the same instance, three times faster. Anything else about it (another
+transfer syntax, a value pydicom would convert or warn about, any flaw) sends it down pydicom's
+road, which gives the same instance or the error (tests/imaging/test_plain_read.py).
+
+Blocking: this reads and parses in the calling thread. From asyncio, call it through
 ``asyncio.to_thread(ingest, path)``. pydicom reports problems through :mod:`warnings`, which this
 module captures with :func:`warnings.catch_warnings`; that context is process-wide before Python
 3.14, so a concurrent thread may, rarely, see its own warnings recorded here rather than shown.
@@ -24,9 +30,9 @@ import io
 import json
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -38,7 +44,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
-from imaging.dicomjson import direct_attribute, to_json_dict
+from imaging.dicomjson import direct_attribute, read_plain, to_json_dict
 
 __all__ = ["BULK_TAGS", "IngestError", "IngestErrorCode", "Instance", "ingest"]
 
@@ -128,26 +134,31 @@ def ingest(source: bytes | Path) -> Instance:
         except OSError as exc:
             raise IngestError("not-dicom", f"cannot read the file: {exc.strerror}") from None
         _check_preamble(head[:132], size)
+        whole = head if len(head) == size else None
         # The same parse either way: values over DEFER_SIZE stay unread (see _parse).
-        parse_from: BinaryIO | Path = io.BytesIO(head) if len(head) == size else source
+        parse_from: BinaryIO | Path = io.BytesIO(head) if whole is not None else source
         defer: int | None = DEFER_SIZE
     else:
         size = len(source)
         _check_preamble(bytes(source[:132]), size)
+        whole = source
         parse_from = io.BytesIO(source)
         defer = None
+    if whole is not None and (plain := _plain(whole)) is not None:
+        return plain
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             ds = _parse(parse_from, defer)
             if any(_is_eof(w.message) for w in caught):
                 raise IngestError("truncated", "the file ends inside a data element")
-            _check_meta(ds)
+            meta = partial(_pydicom_value, ds.file_meta)
+            syntax = _check_meta(meta)
             _check_complete(ds, size)
-            uids = _check_uids(ds)
+            uids = _check_uids(partial(_pydicom_value, ds), meta)
             has_pixels = any(tag in ds for tag in _PIXEL_TAGS)
             metadata = _metadata(ds)
-            instance = _summarise(ds, uids, metadata, has_pixels=has_pixels)
+            instance = _summarise(ds, uids, metadata, syntax, _charsets(ds), has_pixels=has_pixels)
         except IngestError:
             raise
         except Exception as exc:  # untrusted bytes: whatever else breaks is the file's fault
@@ -156,6 +167,43 @@ def ingest(source: bytes | Path) -> Instance:
         raise IngestError("truncated", "the file ends inside a data element")
     notes = tuple(dict.fromkeys(str(w.message) for w in caught))
     return replace(instance, warnings=notes) if notes else instance
+
+
+class _NotPlain(Exception):
+    """The model alone cannot say what pydicom would: the plain read gives way."""
+
+
+def _plain(data: bytes) -> Instance | None:
+    """The instance read by :func:`imaging.dicomjson.read_plain`, without pydicom's data set,
+    when the file is plain and passes every check; None leaves the file to pydicom, which reads
+    the same instance from it (tests/imaging/test_plain_read.py), or says what is wrong."""
+    read = read_plain(data, BULK_THRESHOLD, _bulk_handler, BULK_TAGS)
+    if read is None:
+        return None
+    meta = partial(_model_value, read.meta)
+    model = read.model
+    try:
+        syntax = _check_meta(meta)
+        uids = _check_uids(partial(_model_value, model), meta)
+        charset = model.get("00080005", {}).get("Value", ())  # one value, if any (read_plain)
+        bulk = {key: _bulk_attribute(int(key, 16), vr or None) for key, vr in read.bulk.items()}
+        has_pixels = any(f"{tag:08X}" in bulk for tag in _PIXEL_TAGS)
+        metadata = _finish(model, bulk)
+        return _summarise(None, uids, metadata, syntax, tuple(charset), has_pixels=has_pixels)
+    except (IngestError, _NotPlain):
+        return None  # pydicom's road says why, in its own words
+
+
+def _model_value(model: Mapping[str, Any], keyword: str) -> object:
+    """``ds.get(keyword)`` from the JSON model, when it holds the value as a string VR's one
+    value (or none); raises :class:`_NotPlain` otherwise."""
+    attr = model.get(_model_key(keyword))
+    if attr is None:
+        return None  # the model has every top-level element: not in it, not in the data set
+    values = attr.get("Value")
+    if attr["vr"] not in _STRING_VRS or (values is not None and len(values) != 1):
+        raise _NotPlain(keyword)
+    return "" if values is None else str(values[0])
 
 
 def _is_eof(message: Warning | str) -> bool:
@@ -189,15 +237,33 @@ def _parse(source: BinaryIO | Path, defer: int | None) -> FileDataset:
         raise IngestError("malformed", f"cannot parse: {type(exc).__name__}") from None
 
 
-def _check_meta(ds: FileDataset) -> None:
-    meta = ds.file_meta
-    for keyword in ("TransferSyntaxUID", "MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID"):
-        value = _direct_text(meta, keyword)
-        if value is None:
-            value = meta.get(keyword)
+# A value as ``ds.get(keyword)`` gives it, or as much of it as the checks need.
+_Value = Callable[[str], object]
+_META_UIDS = ("TransferSyntaxUID", "MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID")
+_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+
+
+def _pydicom_value(ds: Dataset, keyword: str) -> object:
+    """``ds.get(keyword)``, read by the JSON writer's direct road when it can."""
+    value = _direct_text(ds, keyword)
+    if value is not None:
+        return value
+    try:
+        return ds.get(keyword)
+    except Exception as exc:  # a value pydicom cannot convert
+        raise IngestError("malformed", f"{keyword}: {type(exc).__name__}") from None
+
+
+def _check_meta(meta: _Value) -> str:
+    """Check the file meta information's UIDs; return the transfer syntax."""
+    values = []
+    for keyword in _META_UIDS:
+        value = meta(keyword)
         if not value:
             raise IngestError("missing-meta", f"the file meta information has no {keyword}")
         _check_uid(keyword, str(value))
+        values.append(str(value))
+    return values[0]
 
 
 def _check_complete(ds: FileDataset, size: int) -> None:
@@ -244,35 +310,24 @@ def _check_uid(name: str, value: str) -> None:
         raise IngestError("bad-uid", f"{name} is not a dotted-decimal UID")
 
 
-def _check_uids(ds: FileDataset) -> tuple[str, str, str, str]:
+def _check_uids(value: _Value, meta: _Value) -> tuple[str, str, str, str]:
+    """Check the data set's UIDs and that they agree with the file meta information's."""
     values: list[str] = []
-    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
-        value = _direct_text(ds, keyword)
-        if value is None:
-            try:
-                value = ds.get(keyword)
-            except Exception as exc:  # a value pydicom cannot convert
-                raise IngestError("malformed", f"{keyword}: {type(exc).__name__}") from None
-        if value is None or str(value).strip() == "":
+    for keyword in _UIDS:
+        found = value(keyword)
+        if found is None or str(found).strip() == "":
             raise IngestError("missing-uid", f"the data set has no {keyword}")
-        if isinstance(value, MultiValue):
+        if isinstance(found, MultiValue):
             raise IngestError("bad-uid", f"{keyword} has several values")
-        text = str(value)
+        text = str(found)
         _check_uid(keyword, text)
         values.append(text)
     study, series, sop_instance, sop_class = values
-    meta = ds.file_meta
-    if _meta_text(meta, "MediaStorageSOPInstanceUID") != sop_instance:
+    if str(meta("MediaStorageSOPInstanceUID")) != sop_instance:
         raise IngestError("inconsistent-meta", "MediaStorageSOPInstanceUID ≠ SOPInstanceUID")
-    if _meta_text(meta, "MediaStorageSOPClassUID") != sop_class:
+    if str(meta("MediaStorageSOPClassUID")) != sop_class:
         raise IngestError("inconsistent-meta", "MediaStorageSOPClassUID ≠ SOPClassUID")
     return study, series, sop_instance, sop_class
-
-
-def _meta_text(meta: Dataset, keyword: str) -> str:
-    """``str(meta.<keyword>)`` of an element known to be there."""
-    value = _direct_text(meta, keyword)
-    return value if value is not None else str(getattr(meta, keyword))
 
 
 def _direct_text(ds: Dataset, keyword: str) -> str | None:
@@ -293,24 +348,34 @@ def _metadata(ds: Dataset) -> dict[str, Any]:
     bulk: dict[str, Any] = {}
     for tag in [tag for tag in BULK_TAGS if tag in ds._dict]:  # a look-up each, not a walk
         element: DataElement | RawDataElement = ds.get_item(tag, keep_deferred=True)
-        vr = element.VR if element.VR in {"OB", "OW", "OF", "OD"} else BULK_TAGS[tag]
-        bulk[f"{tag:08X}"] = {"vr": vr, "BulkDataURI": f"{tag:08X}"}
+        bulk[f"{tag:08X}"] = _bulk_attribute(tag, element.VR)
         del ds[tag]
-
-    def handler(_element: DataElement) -> str:
-        return _BULK_PLACEHOLDER
-
     try:
-        model = to_json_dict(ds, BULK_THRESHOLD, handler)  # as ds.to_json_dict, faster
+        model = to_json_dict(ds, BULK_THRESHOLD, _bulk_handler)  # as ds.to_json_dict, faster
     except EOFError:
         raise IngestError("truncated", "the file ends inside a sequence") from None
     except IngestError:
         raise
     except Exception as exc:  # untrusted bytes: a value that does not decode
         raise IngestError("malformed", f"cannot decode: {type(exc).__name__}") from None
+    return _finish(model, bulk)
+
+
+def _bulk_handler(_element: DataElement) -> str:
+    return _BULK_PLACEHOLDER
+
+
+def _finish(model: dict[str, Any], bulk: dict[str, Any]) -> dict[str, Any]:
+    """The model with its bulk data paths, the top-level bulk data in, sorted by tag."""
     _place_bulk(model, "")
     model.update(bulk)
     return dict(sorted(model.items()))
+
+
+def _bulk_attribute(tag: int, vr: str | None) -> dict[str, str]:
+    """A top-level bulk data element's attribute: its VR when binary, else the tag's own."""
+    key = f"{tag:08X}"
+    return {"vr": vr if vr in {"OB", "OW", "OF", "OD"} else BULK_TAGS[tag], "BulkDataURI": key}
 
 
 def _place_bulk(model: dict[str, Any], prefix: str) -> None:
@@ -349,7 +414,7 @@ def _model_key(keyword: str) -> str:
     return f"{_tag(keyword):08X}"
 
 
-def _text(ds: Dataset, model: Mapping[str, Any], keyword: str) -> str:
+def _text(ds: Dataset | None, model: Mapping[str, Any], keyword: str) -> str:
     """``ds.get(keyword)`` as text: a list joined with backslashes, a single value stripped."""
     attr = model.get(_model_key(keyword))
     if attr is None:
@@ -364,6 +429,8 @@ def _text(ds: Dataset, model: Mapping[str, Any], keyword: str) -> str:
     if vr == "PN" and (values is None or all("Phonetic" not in name for name in values)):
         # str(PersonName) is its up to three groups joined with "=", not stripped
         return "\\".join("=".join(name.values()) for name in values or ())
+    if ds is None:
+        raise _NotPlain(keyword)
     return _text_from(ds, keyword)
 
 
@@ -378,7 +445,7 @@ def _text_from(ds: Dataset, keyword: str) -> str:
     return str(value).strip()
 
 
-def _int(ds: Dataset, model: Mapping[str, Any], keyword: str) -> int | None:
+def _int(ds: Dataset | None, model: Mapping[str, Any], keyword: str) -> int | None:
     attr = model.get(_model_key(keyword))
     if attr is None:
         return None
@@ -389,6 +456,8 @@ def _int(ds: Dataset, model: Mapping[str, Any], keyword: str) -> int | None:
         if len(values) == 1:
             return int(values[0])
         raise IngestError("malformed", f"{keyword} is not an integer")  # int() of a list
+    if ds is None:
+        raise _NotPlain(keyword)
     return _int_from(ds, keyword)
 
 
@@ -402,25 +471,34 @@ def _int_from(ds: Dataset, keyword: str) -> int | None:
         raise IngestError("malformed", f"{keyword} is not an integer") from None
 
 
+def _charsets(ds: Dataset) -> tuple[str, ...]:
+    charset = ds.get("SpecificCharacterSet")
+    if charset is None:
+        return ()
+    if isinstance(charset, MultiValue):
+        return tuple(str(c) for c in charset)
+    return (str(charset),)
+
+
 def _summarise(
-    ds: FileDataset, uids: tuple[str, str, str, str], metadata: dict[str, Any], *, has_pixels: bool
+    ds: Dataset | None,
+    uids: tuple[str, str, str, str],
+    metadata: dict[str, Any],
+    transfer_syntax: str,
+    charsets: tuple[str, ...],
+    *,
+    has_pixels: bool,
 ) -> Instance:
+    """The instance's summary, read from the model, or from ``ds`` where the model cannot say
+    (without ``ds``, :class:`_NotPlain` is raised then)."""
     study, series, sop_instance, sop_class = uids
     frames = _int(ds, metadata, "NumberOfFrames")
-    charset = ds.get("SpecificCharacterSet")
-    charsets: tuple[str, ...]
-    if charset is None:
-        charsets = ()
-    elif isinstance(charset, MultiValue):
-        charsets = tuple(str(c) for c in charset)
-    else:
-        charsets = (str(charset),)
     return Instance(
         study_uid=study,
         series_uid=series,
         instance_uid=sop_instance,
         sop_class_uid=sop_class,
-        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+        transfer_syntax_uid=transfer_syntax,
         modality=_text(ds, metadata, "Modality"),
         patient_id=_text(ds, metadata, "PatientID"),
         patient_name=_text(ds, metadata, "PatientName"),

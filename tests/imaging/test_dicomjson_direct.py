@@ -80,6 +80,7 @@ def _reference_ingest(data: bytes) -> Any:
     """ingest reading everything through pydicom: its JSON model, ``ds.get`` for the checks and
     the summary (what ingest did before the direct road)."""
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(imaging.ingest, "_plain", lambda data: None)
         patch.setattr(imaging.ingest, "to_json_dict", _pydicom)
         patch.setattr(imaging.ingest, "direct_attribute", lambda ds, tag: None)
         patch.setattr(
