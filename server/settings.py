@@ -78,6 +78,8 @@ class Settings:
     max_instance_bytes: int = 1024 * 1024 * 1024
     #: Processes that check incoming DICOM while the server checks another instance (checking
     #: is Python: one process runs it on one core at a time); 0 checks everything in threads.
+    #: Unset, 1 with one worker and 0 with several (the workers use the cores already, and the
+    #: hop to a process costs more than the check of a plain file).
     ingest_processes: int = 1
     #: Server processes sharing ``port`` (``server.workers``); above 1 needs ``redis_url``.
     workers: int = 1
@@ -132,6 +134,7 @@ class Settings:
         env = os.environ if environ is None else environ
         reader = _Reader(env)
         defaults = cls()
+        workers = reader.get("WORKERS", _workers, defaults.workers)
         settings = cls(
             host=reader.get("HOST", str, defaults.host),
             port=reader.get("PORT", _port, defaults.port),
@@ -177,8 +180,8 @@ class Settings:
             max_instance_bytes=reader.get(
                 "MAX_INSTANCE_BYTES", _positive_int, defaults.max_instance_bytes
             ),
-            ingest_processes=reader.get("INGEST_PROCESSES", _count, defaults.ingest_processes),
-            workers=reader.get("WORKERS", _workers, defaults.workers),
+            ingest_processes=reader.get("INGEST_PROCESSES", _count, _ingest_default(workers)),
+            workers=workers,
             dicom_port=reader.get("DICOM_PORT", _port, defaults.dicom_port),
             dicom_ae_title=reader.get("DICOM_AE_TITLE", _ae_title, defaults.dicom_ae_title),
             dicom_peers=reader.get("DICOM_PEERS", _ae_map, defaults.dicom_peers),
@@ -270,6 +273,12 @@ def _positive_int(raw: str) -> int:
     if value <= 0:
         raise ValueError(f"must be a positive integer, got {value}")
     return value
+
+
+def _ingest_default(workers: int) -> int:
+    """HUIZHEN_INGEST_PROCESSES unset: one ingest process beside a single worker, none beside
+    several."""
+    return 1 if workers == 1 else 0
 
 
 def _between(low: int, high: int) -> Callable[[str], int]:

@@ -191,6 +191,15 @@ def test_several_workers_need_redis() -> None:
     assert Settings.from_env({}).workers == 1
 
 
+def test_ingest_processes_by_default_only_beside_a_single_worker() -> None:
+    redis = {"HUIZHEN_REDIS_URL": "redis://h/0"}
+    assert Settings.from_env({}).ingest_processes == 1
+    assert Settings.from_env({"HUIZHEN_WORKERS": "2", **redis}).ingest_processes == 0
+    chosen = {"HUIZHEN_WORKERS": "2", "HUIZHEN_INGEST_PROCESSES": "2", **redis}
+    assert Settings.from_env(chosen).ingest_processes == 2
+    assert Settings.from_env({"HUIZHEN_INGEST_PROCESSES": "0"}).ingest_processes == 0
+
+
 def test_only_worker_0_opens_the_dimse_and_mllp_listeners() -> None:
     settings = Settings(dicom_port=11112, mllp_port=2575, workers=2, redis_url="redis://h/0")
     first, second = settings_for(settings, 0), settings_for(settings, 1)
