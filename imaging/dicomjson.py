@@ -20,7 +20,7 @@ three roads that applies:
    name in a list of person names. This road is open only with pydicom's default reading
    settings (WARN validation, no datetime conversion, DS as float, no hooks or callbacks; see
    :func:`_direct_allowed`) and for data sets that carry their character set (all that pydicom
-   reads).
+   reads). The direct writers live in :mod:`imaging.dicomvalues`.
 2. **Converted**: pydicom's value converter (:func:`pydicom.values.convert_value`) makes the value
    and the attribute is written from it, for an element whose VR is explicit or known from the
    dictionary, neither ``UN`` nor ambiguous (``US or SS``...), not a LUT descriptor, not deferred.
@@ -44,10 +44,9 @@ from __future__ import annotations
 
 import base64
 import codecs
-import re
 from collections.abc import Callable, Container, MutableSequence
 from functools import partial
-from struct import Struct, calcsize, unpack
+from struct import Struct
 from typing import Any, NamedTuple
 
 import pydicom.valuerep
@@ -71,10 +70,18 @@ from pydicom.valuerep import (
 )
 from pydicom.values import convert_value
 
+from imaging.dicomvalues import (
+    DEFAULT_CODEC,
+    EXPLICIT_VRS,
+    WRITERS,
+    Attribute,
+    binary_marker,
+    strings,
+)
+
 __all__ = ["PlainFile", "direct_attribute", "read_plain", "to_json_dict"]
 
 BulkHandler = Callable[[DataElement], str]
-Attribute = dict[str, Any]
 
 _UNDEFINED = 0xFFFFFFFF
 _PIXEL_REPRESENTATION = 0x00280103
@@ -143,7 +150,7 @@ def read_plain(
     if start + 8 > len(data):
         return None
     writer = _Writer(threshold, handler, direct=True)
-    read = writer.item(data, 132, start, False, _DEFAULT, delimited=False)
+    read = writer.item(data, 132, start, False, DEFAULT_CODEC, delimited=False)
     if read is None or not next(reversed(read[0])).startswith("0002"):  # tags ascend
         return None
     meta = read[0]
@@ -166,9 +173,7 @@ def read_plain(
             (length,) = _LONG_LENGTH(data, start + 4)
         elif code != b"CS":
             return None
-        terms = (_strings("CS", data[start + 8 : start + 8 + length], True, None) or {}).get(
-            "Value"
-        )
+        terms = (strings("CS", data[start + 8 : start + 8 + length], True, None) or {}).get("Value")
         if terms is None or len(terms) != 1 or terms[0] not in _PLAIN_CHARSETS:
             return None
         codec = _PLAIN_CHARSETS[terms[0]]
@@ -225,7 +230,7 @@ class _Writer:
         charsets = ds.original_character_set
         direct = self.direct and bool(charsets)
         codec = _direct_codec(charsets) if direct else None
-        writers, lut_descriptors = _DIRECT, _LUT_DESCRIPTORS  # locals: this loop is hot
+        writers, lut_descriptors = WRITERS, _LUT_DESCRIPTORS  # locals: this loop is hot
         # Dataset.keys() and get_item() for each cost more than the rest of a short-path element.
         for tag, element in list(ds._dict.items()):
             key = f"{tag:08X}"
@@ -240,14 +245,14 @@ class _Writer:
                             out[key] = {"vr": known}
                             continue
                         if data is not None and len(data) == length:
-                            if writer is _binary:
+                            if writer is binary_marker:
                                 attr: Attribute | None = self.binary(element, known, data)
                             else:  # (0008,0005) itself is read in the default repertoire
                                 attr = writer(
                                     known,
                                     data,
                                     element.is_little_endian,
-                                    codec if key != "00080005" else _DEFAULT,
+                                    codec if key != "00080005" else DEFAULT_CODEC,
                                 )
                             if attr is not None:
                                 out[key] = attr
@@ -391,7 +396,7 @@ class _Writer:
                 tag = group << 16 | elem
                 if tag == _ITEM_DELIMITER and delimited:
                     return (out, start) if data[pos + 4 : start] == _ZERO_LENGTH else None
-                vr = _EXPLICIT_VRS.get(code, "")
+                vr = EXPLICIT_VRS.get(code, "")
                 if vr in _LENGTH_32:  # two reserved bytes, then a four-byte length
                     if end - pos < 12:
                         return None
@@ -434,17 +439,17 @@ class _Writer:
                     return None
                 out[key] = {"vr": "SQ", "Value": read[0]}
                 continue
-            writer = _DIRECT.get(vr)
+            writer = WRITERS.get(vr)
             if writer is None or tag in _LUT_DESCRIPTORS:
                 return None
             if length == 0:
                 attr: Attribute | None = {"vr": vr}
-            elif writer is _binary:
+            elif writer is binary_marker:
                 value = data[start:pos]
                 raw = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)
                 attr = self.binary(raw, vr, value)
             elif tag == _CHARSET_TAG:  # read in the default repertoire
-                attr = writer(vr, data[start:pos], True, _DEFAULT)
+                attr = writer(vr, data[start:pos], True, DEFAULT_CODEC)
             else:
                 attr = writer(vr, data[start:pos], True, codec)
             if attr is None:
@@ -471,7 +476,7 @@ def direct_attribute(ds: Dataset, tag: int) -> Attribute | None:
     charsets = ds.original_character_set
     if not charsets:
         return None
-    codec = _direct_codec(charsets) if tag != _CHARSET_TAG else _DEFAULT
+    codec = _direct_codec(charsets) if tag != _CHARSET_TAG else DEFAULT_CODEC
     return _write_direct(element, tag, codec, None)
 
 
@@ -486,7 +491,7 @@ def _write_direct(
     ``codec`` is that of :func:`_direct_codec` for the data set's character set.
     """
     known = element.VR or _dictionary_vr(tag)  # implicit VR: the dictionary's, if it has one
-    writer = _DIRECT.get(known)
+    writer = WRITERS.get(known)
     if writer is None or tag in _LUT_DESCRIPTORS:
         return None
     length = element.length
@@ -495,7 +500,7 @@ def _write_direct(
     data = element.value
     if data is None or len(data) != length:  # deferred, undefined length or cut short
         return None
-    if writer is _binary:
+    if writer is binary_marker:
         return None if binary is None else binary(element, known, data)
     return writer(known, data, element.is_little_endian, codec)
 
@@ -568,17 +573,6 @@ def _same(element: DataElement) -> DataElement:
     return element
 
 
-# ---- the direct writers: (vr, value bytes, little endian, codec) -> attribute or None -------
-# Each follows pydicom.values' converter for its VR, then DataElement.to_json_dict: an empty
-# single value has no "Value"; a list keeps its empty strings; numbers are int or float.
-
-_DirectWriter = Callable[[str, bytes, bool, "str | None"], "Attribute | None"]
-# The default repertoire: pydicom decodes these VRs with default_encoding ("iso8859", latin-1).
-_DEFAULT = "latin-1"
-# Read validation (valuerep.validate_value) warns past these lengths (MAX_VALUE_LEN).
-_MAX_LENGTH = {"SH": 16, "LO": 64, "ST": 1024, "LT": 10240}
-_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")  # VR_REGEXES["UI"], ASCII digits
-_IS = re.compile(r" *[+\-]?[0-9]+ *")  # VR_REGEXES["IS"], ASCII digits
 # Element and item headers inside a little endian sequence value (as data_element_generator).
 _ITEM_HEADER = Struct("<HHL").unpack_from
 _IMPLICIT_HEADER = Struct("<HHL").unpack_from
@@ -589,194 +583,6 @@ _ZERO_LENGTH = bytes(4)
 _FRAGMENT = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0"  # (FFFE,E0DD)
 _LENGTH_32 = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
-_NUMBERS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "UV": "Q", "SV": "q", "FL": "f", "FD": "d"}
-
-
-def _values(vr: str, values: list[Any]) -> Attribute:
-    """The attribute of a split string value: one empty string is no value at all."""
-    if len(values) == 1 and not values[0]:
-        return {"vr": vr}
-    return {"vr": vr, "Value": values}
-
-
-def _strings(vr: str, value: bytes, _little: bool, _codec: str | None) -> Attribute | None:
-    """AS, CS, DA, DT, TM (convert_string: multi_string, trailing spaces and NULs off)."""
-    return _values(vr, value.decode(_DEFAULT).rstrip(" \x00").split("\\"))
-
-
-def _ae(vr: str, value: bytes, _little: bool, _codec: str | None) -> Attribute | None:
-    """AE (convert_AE_string: each value stripped of whitespace on both sides)."""
-    return _values(vr, [item.strip() for item in value.decode(_DEFAULT).split("\\")])
-
-
-def _ur(vr: str, value: bytes, _little: bool, _codec: str | None) -> Attribute | None:
-    """UR (convert_UR_string: one value, trailing whitespace off)."""
-    return _values(vr, [value.decode(_DEFAULT).rstrip()])
-
-
-def _ui(vr: str, value: bytes, _little: bool, _codec: str | None) -> Attribute | None:
-    """UI (convert_UI; UID() validates each non-empty value: refused here if it would warn)."""
-    items = value.decode(_DEFAULT).rstrip("\x00 ").split("\\")
-    for item in items:
-        if item and (len(item) > 64 or _UID.fullmatch(item) is None):
-            return None
-    return _values(vr, items)
-
-
-def _ds(vr: str, value: bytes, _little: bool, _codec: str | None) -> Attribute | None:
-    """DS (convert_DS_string: strip, multi_string, DSfloat = float(text); JSON float)."""
-    items = value.decode(_DEFAULT).strip().rstrip(" \x00").split("\\")
-    numbers: list[Any] = []
-    for item in items:
-        if not item.strip():  # DSfloat keeps the text, and the JSON writer's float() fails
-            if len(items) == 1 and not item:
-                return {"vr": vr}
-            return None
-        try:
-            numbers.append(float(item))
-        except ValueError:  # pydicom retries other VRs
-            return None
-    return {"vr": vr, "Value": numbers}
-
-
-def _is(vr: str, value: bytes, _little: bool, _codec: str | None) -> Attribute | None:
-    """IS (convert_IS_string: multi_string, IS() validates then int(text); JSON int)."""
-    items = value.decode(_DEFAULT).rstrip(" \x00").split("\\")
-    numbers: list[Any] = []
-    for item in items:
-        if not item.strip():  # IS keeps the text, and the JSON writer's int() fails
-            if len(items) == 1 and not item:
-                return {"vr": vr}
-            return None
-        if len(item) > 12 or _IS.fullmatch(item) is None:  # a warning, or an ISfloat
-            return None
-        numbers.append(int(item))
-    return {"vr": vr, "Value": numbers}
-
-
-def _decode(value: bytes, codec: str | None) -> str | None:
-    """decode_bytes's one-character-set case, when it cannot warn; else None."""
-    if codec is None or b"\x1b" in value:
-        return None
-    try:
-        return value.decode(codec)
-    except UnicodeDecodeError:
-        return None
-
-
-def _text(vr: str, value: bytes, _little: bool, codec: str | None) -> Attribute | None:
-    """SH, LO, UC (convert_text: split, each value validated, trailing spaces and NULs off)."""
-    text = _decode(value, codec)
-    if text is None:
-        return None
-    limit = _MAX_LENGTH.get(vr)
-    items = text.split("\\")
-    if limit is not None:
-        for item in items:
-            if len(item) > limit:
-                return None
-    return _values(vr, [item.rstrip("\x00 ") for item in items])
-
-
-def _single_text(vr: str, value: bytes, _little: bool, codec: str | None) -> Attribute | None:
-    """ST, LT, UT (convert_single_string: no split, validated, trailing spaces and NULs off)."""
-    text = _decode(value, codec)
-    if text is None:
-        return None
-    limit = _MAX_LENGTH.get(vr)
-    if limit is not None and len(text) > limit:
-        return None
-    return _values(vr, [text.rstrip("\x00 ")])
-
-
-def _pn(vr: str, value: bytes, _little: bool, codec: str | None) -> Attribute | None:
-    """PN (convert_PN: trailing NULs and spaces off, decoded, split; PersonName's groups)."""
-    text = _decode(value.rstrip(b"\x00 "), codec)
-    if text is None:
-        return None
-    names = text.split("\\")
-    out: list[dict[str, str]] = []
-    for name in names:
-        groups = name.split("=")
-        if len(groups) > 3:  # validate_pn warns
-            return None
-        for group in groups:
-            if len(group) > 64:
-                return None
-        while groups and not groups[-1]:
-            groups.pop()
-        if not groups:  # an empty name: no value alone, an IndexError in pydicom in a list
-            if len(names) == 1:
-                return {"vr": vr}
-            return None
-        comps = {"Alphabetic": groups[0]}
-        if len(groups) > 1:
-            comps["Ideographic"] = groups[1]
-        if len(groups) > 2:
-            comps["Phonetic"] = groups[2]
-        out.append(comps)
-    return {"vr": vr, "Value": out}
-
-
-def _numbers(code: str) -> _DirectWriter:
-    """US SS UL SL UV SV FL FD (convert_numbers: struct.unpack of the whole value)."""
-    size = calcsize(f"<{code}")
-    one = {True: Struct(f"<{code}").unpack, False: Struct(f">{code}").unpack}
-
-    def write(vr: str, value: bytes, little: bool, _codec: str | None) -> Attribute | None:
-        if len(value) == size:
-            return {"vr": vr, "Value": list(one[little](value))}
-        count, rest = divmod(len(value), size)
-        if rest:  # pydicom's BytesLengthException: an error or UN
-            return None
-        return {"vr": vr, "Value": list(unpack(f"{'<' if little else '>'}{count}{code}", value))}
-
-    return write
-
-
-def _at(vr: str, value: bytes, little: bool, _codec: str | None) -> Attribute | None:
-    """AT (convert_ATvalue: (group, element) pairs; JSON as eight hex digits)."""
-    count, rest = divmod(len(value), 4)
-    if rest:
-        return None
-    halves = unpack(f"{'<' if little else '>'}{2 * count}H", value)
-    return {
-        "vr": vr,
-        "Value": [format(halves[i] << 16 | halves[i + 1], "08X") for i in range(0, 2 * count, 2)],
-    }
-
-
-def _binary(vr: str, value: bytes, little: bool, codec: str | None) -> Attribute | None:
-    """A marker: the binary VRs are written by :meth:`_Writer.binary` (bulk data)."""
-    raise AssertionError("_Writer.binary writes these")
-
-
-_DIRECT: dict[str, _DirectWriter] = {
-    "AE": _ae,
-    "AS": _strings,
-    "CS": _strings,
-    "DA": _strings,
-    "DT": _strings,
-    "TM": _strings,
-    "UR": _ur,
-    "UI": _ui,
-    "DS": _ds,
-    "IS": _is,
-    "SH": _text,
-    "LO": _text,
-    "UC": _text,
-    "ST": _single_text,
-    "LT": _single_text,
-    "UT": _single_text,
-    "PN": _pn,
-    "AT": _at,
-    **{vr: _numbers(code) for vr, code in _NUMBERS.items()},
-    **dict.fromkeys(("OB", "OD", "OF", "OL", "OV", "OW"), _binary),
-}
-
-
-# The explicit VRs an item's elements may have (the direct road's, and SQ).
-_EXPLICIT_VRS = {vr.encode(): vr for vr in [*_DIRECT, "SQ"]}
 
 
 def _vm(value: Any) -> int:
