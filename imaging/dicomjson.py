@@ -246,6 +246,9 @@ class _Writer:
                             continue
                         if data is not None and len(data) == length:
                             if writer is binary_marker:
+                                if tag >> 16 & 1 and _listed_creator(ds, tag):
+                                    out[key] = ds[tag].to_json_dict(handler, threshold)
+                                    continue
                                 attr: Attribute | None = self.binary(element, known, data)
                             else:  # (0008,0005) itself is read in the default repertoire
                                 attr = writer(
@@ -404,6 +407,8 @@ class _Writer:
                     start += 4
             if tag <= last or group == 0xFFFE or (tag == _CHARSET_TAG and bulk is None):
                 return None
+            if group & 1 and 0x10 <= elem <= 0xFF and b"\\" in data[start : start + length]:
+                return None  # a private creator of several values (see _listed_creator)
             last = tag
             key = f"{tag:08X}"
             if bulk is not None and tag in bulk_tags:
@@ -503,6 +508,18 @@ def _write_direct(
     if writer is binary_marker:
         return None if binary is None else binary(element, known, data)
     return writer(known, data, element.is_little_endian, codec)
+
+
+def _listed_creator(ds: Dataset, tag: int) -> bool:
+    """Whether the private creator of the block of private ``tag`` has several values. pydicom
+    then warns ("... is not a valid private creator") when it names one of the block's elements,
+    as it does when it writes a binary value inline: the direct road leaves those to it."""
+    creator = ds._dict.get(BaseTag(tag & 0xFFFF0000 | (tag & 0xFF00) >> 8))
+    if creator is None or not tag & 0xFF00:
+        return False
+    if isinstance(creator, RawDataElement):
+        return creator.value is not None and b"\\" in creator.value
+    return not isinstance(creator.value, str | None)
 
 
 def _fragments_end(data: bytes, pos: int, end: int) -> int:

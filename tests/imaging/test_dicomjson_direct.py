@@ -511,6 +511,14 @@ def test_ingest_takes_the_direct_road(data: bytes, ambiguous: set[int]) -> None:
     assert calls == 0
 
 
+def test_a_private_creator_of_two_values_as_pydicom() -> None:
+    """pydicom warns about it as it names a binary element of its block written inline."""
+    data = bundled("CT_small.dcm").read_bytes().replace(b"GEMS_PARM_01", b"\\EMS_PARM_01", 1)
+    assert_same_as_pydicom(data)
+    converted, _ = _fallbacks(data)
+    assert {0x00431028, 0x00431029, 0x0043102A} <= set(converted)
+
+
 def test_the_road_is_closed_with_other_reading_settings() -> None:
     data = bundled("CT_small.dcm").read_bytes()
     with pytest.MonkeyPatch.context() as patch:

@@ -231,6 +231,8 @@ def _looks_explicit() -> bytes:
 
 
 UIDS = ("StudyInstanceUID", "SeriesInstanceUID")
+# (0043,0010) "GEMS_PARM_01" made "\\EMS_PARM_01": two values, the first empty; the block has OB
+LISTED_CREATOR = CT.replace(b"GEMS_PARM_01", b"\\EMS_PARM_01", 1)
 OWN_CHARSET = item(
     element(0x00080005, "CS", b"ISO_IR 192") + element(0x00100010, "PN", "张^三".encode())
 )
@@ -248,7 +250,8 @@ NOT_PLAIN += [
         crafted(element(0x00400555, "SQ", item(REFERENCED) + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")),
         id="delimiter-in-a-defined-sequence",
     ),
-    # what pydicom reads otherwise
+    # what pydicom reads otherwise (a warning: it names a private binary element of the block)
+    pytest.param(LISTED_CREATOR, id="private-creator-of-two-values"),
     pytest.param(
         crafted(element(0x00400555, "SQ", OWN_CHARSET), charset="ISO_IR 100"),
         id="item-with-its-own-charset",
