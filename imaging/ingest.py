@@ -36,6 +36,7 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+import orjson
 from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
@@ -471,6 +472,20 @@ def _int_from(ds: Dataset, keyword: str) -> int | None:
         raise IngestError("malformed", f"{keyword} is not an integer") from None
 
 
+def _json_text(model: Mapping[str, Any]) -> str:
+    """The model as compact JSON text, as WADO-RS serves it. A DS value that float() reads as
+    NaN or an infinity, which JSON cannot say, is null (an empty value, PS3.18 F.2.5)."""
+    try:
+        return orjson.dumps(model).decode()
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits (an overlong IS pydicom read)
+        text = json.dumps(model, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+        return json.dumps(
+            json.loads(text, parse_constant=lambda _name: None),
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+
 def _charsets(ds: Dataset) -> tuple[str, ...]:
     charset = ds.get("SpecificCharacterSet")
     if charset is None:
@@ -512,8 +527,5 @@ def _summarise(
         rows=_int(ds, metadata, "Rows"),
         columns=_int(ds, metadata, "Columns"),
         metadata=metadata,
-        # The model is a tree (no cycles to look for): the same text, a little sooner.
-        metadata_json=json.dumps(
-            metadata, ensure_ascii=False, separators=(",", ":"), check_circular=False
-        ),
+        metadata_json=_json_text(metadata),
     )

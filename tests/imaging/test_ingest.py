@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tracemalloc
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -243,3 +243,37 @@ def test_encapsulated_pixel_data_over_the_defer_size_by_path(
     with pytest.raises(IngestError) as caught:
         ingest(cut)
     assert caught.value.code == "truncated"
+
+
+def _strict(text: str) -> Any:
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_the_model_text_is_strict_json_with_null_for_what_json_cannot_say() -> None:
+    # (0020,0013) IS and (0028,0030) DS come after the built file's last element: a plain file
+    spacing = b"nan\\inf\\-Infinity\\1.5 "
+    data = (
+        build(charset="ISO_IR 192")
+        + (
+            b"\x20\x00\x13\x00IS\x02\x007 "
+            + b"\x28\x00\x30\x00DS"
+            + len(spacing).to_bytes(2, "little")
+        )
+        + spacing
+    )
+    instance = ingest(data)
+    assert instance.warnings == ()
+    model = _strict(instance.metadata_json)
+    assert model["00280030"] == {"vr": "DS", "Value": [None, None, None, 1.5]}
+    assert model["00200013"] == {"vr": "IS", "Value": [7]}
+    # an IS too long for its VR: pydicom reads it (with a warning) as an integer over 64 bits
+    long_is = b"1" * 24
+    data = build(charset="ISO_IR 192") + b"\x20\x00\x13\x00IS\x18\x00" + long_is
+    instance = ingest(data)
+    assert instance.warnings
+    (value,) = instance.metadata["00200013"]["Value"]
+    assert value > 2**64  # pydicom's integer of the text read as a float
+    assert _strict(instance.metadata_json)["00200013"] == {"vr": "IS", "Value": [value]}
