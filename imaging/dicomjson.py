@@ -76,6 +76,7 @@ from imaging.dicomvalues import (
     WRITERS,
     Attribute,
     binary_marker,
+    person_name,
     strings,
 )
 
@@ -635,16 +636,7 @@ def _attribute(
         return attr
     values = value if vm > 1 else [value]
     if vr == "PN":
-        names = []
-        for name in values:
-            components = name.components
-            comps = {"Alphabetic": components[0]}
-            if len(components) > 1:
-                comps["Ideographic"] = components[1]
-            if len(components) > 2:
-                comps["Phonetic"] = components[2]
-            names.append(comps)
-        attr["Value"] = names
+        attr["Value"] = [person_name(name.components) for name in values]
     elif vr == "AT":
         attr["Value"] = [format(v, "08X") for v in values]
     elif vr in _INT:

@@ -12,7 +12,7 @@ codec and writes the binary VRs itself (:func:`binary_marker`). Pure.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from struct import Struct, calcsize, unpack
 from typing import Any
 
@@ -23,6 +23,7 @@ __all__ = [
     "Attribute",
     "DirectWriter",
     "binary_marker",
+    "person_name",
     "strings",
 ]
 
@@ -159,13 +160,18 @@ def _pn(vr: str, value: bytes, _little: bool, codec: str | None) -> Attribute | 
             if len(names) == 1:
                 return {"vr": vr}
             return None
-        comps = {"Alphabetic": groups[0]}
-        if len(groups) > 1:
-            comps["Ideographic"] = groups[1]
-        if len(groups) > 2:
-            comps["Phonetic"] = groups[2]
-        out.append(comps)
+        out.append(person_name(groups))
     return {"vr": vr, "Value": out}
+
+
+def person_name(groups: Sequence[str]) -> dict[str, str]:
+    """A person name's JSON object (PS3.18 F.2.2) from its one to three component groups."""
+    name = {"Alphabetic": groups[0]}
+    if len(groups) > 1:
+        name["Ideographic"] = groups[1]
+    if len(groups) > 2:
+        name["Phonetic"] = groups[2]
+    return name
 
 
 def _numbers(code: str) -> DirectWriter:

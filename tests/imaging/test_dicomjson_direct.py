@@ -429,24 +429,28 @@ SAMPLES = [
     crafted(SEQUENCES[1], NESTED, element(0x00280103, "US", b"\x00\x00")),
     build(charset="GB18030", patient_name="Zhang^San=张^三", PatientID="身份证110101"),
 ]
-SPANS = [_value_spans(sample) for sample in SAMPLES]
 
 
-@st.composite
-def mutated_values(draw: st.DrawFn) -> bytes:
-    """A sample with bytes changed inside element values (text, numbers, sequence items)."""
-    index = draw(st.integers(0, len(SAMPLES) - 1))
-    data = bytearray(SAMPLES[index])
-    for _ in range(draw(st.integers(1, 3))):
-        start, length = draw(st.sampled_from(SPANS[index]))
-        at = start + draw(st.integers(0, length - 1))
-        chunk = draw(st.sampled_from(CHUNKS))[: start + length - at]
-        data[at : at + len(chunk)] = chunk
-    return bytes(data)
+def values_mutated(samples: list[bytes]) -> st.SearchStrategy[bytes]:
+    """One of ``samples`` with bytes changed inside element values (text, numbers, items)."""
+    spans = [_value_spans(sample) for sample in samples]
+
+    @st.composite
+    def mutated(draw: st.DrawFn) -> bytes:
+        index = draw(st.integers(0, len(samples) - 1))
+        data = bytearray(samples[index])
+        for _ in range(draw(st.integers(1, 3))):
+            start, length = draw(st.sampled_from(spans[index]))
+            at = start + draw(st.integers(0, length - 1))
+            chunk = draw(st.sampled_from(CHUNKS))[: start + length - at]
+            data[at : at + len(chunk)] = chunk
+        return bytes(data)
+
+    return mutated()
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mutated_values())
+@given(values_mutated(SAMPLES))
 def test_mutated_values_as_pydicom(data: bytes) -> None:
     assert_same_as_pydicom(data)
 

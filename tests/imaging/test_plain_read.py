@@ -28,14 +28,13 @@ import imaging.ingest
 from imaging.dicomjson import read_plain
 from imaging.ingest import BULK_TAGS, Instance
 from tests.imaging.dicomfiles import SERIES_UID, STUDY_UID, build, bundled
-from tests.imaging.test_dicomjson_direct import CHUNKS as VALUE_CHUNKS
 from tests.imaging.test_dicomjson_direct import (
     PLAIN_ITEM,
-    _value_spans,
     assert_same_ingest,
     crafted,
     element,
     item,
+    values_mutated,
 )
 
 
@@ -341,22 +340,9 @@ def test_mutated_files_as_pydicom(data: bytes) -> None:
 # Values changed in place, headers untouched: most of these files stay plain, and each value the
 # direct writers take or refuse is compared with pydicom's reading of it.
 PLAIN_SAMPLES = [CT, SEQUENCES, build(charset="GB18030", patient_name="张^三"), implicit(UNDEFINED)]
-PLAIN_SPANS = [_value_spans(sample) for sample in PLAIN_SAMPLES]
-
-
-@st.composite
-def mutated_values(draw: st.DrawFn) -> bytes:
-    index = draw(st.integers(0, len(PLAIN_SAMPLES) - 1))
-    data = bytearray(PLAIN_SAMPLES[index])
-    for _ in range(draw(st.integers(1, 3))):
-        start, length = draw(st.sampled_from(PLAIN_SPANS[index]))
-        at = start + draw(st.integers(0, length - 1))
-        chunk = draw(st.sampled_from(VALUE_CHUNKS))[: start + length - at]
-        data[at : at + len(chunk)] = chunk
-    return bytes(data)
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mutated_values())
+@given(values_mutated(PLAIN_SAMPLES))
 def test_mutated_values_as_pydicom(data: bytes) -> None:
     assert_same_ingest(data)
