@@ -387,19 +387,17 @@ class _Writer:
         while pos < end or delimited:
             if end - pos < 8:
                 return None
+            if delimited and data[pos : pos + 4] == _ITEM_DELIMITER:
+                return (out, pos + 8) if data[pos + 4 : pos + 8] == _ZERO_LENGTH else None
             if implicit:
                 group, elem, length = _IMPLICIT_HEADER(data, pos)
                 start = pos + 8
                 tag = group << 16 | elem
-                if tag == _ITEM_DELIMITER and delimited:
-                    return (out, start) if length == 0 else None
                 vr = "" if group & 1 else _dictionary_vr(tag)
             else:
                 group, elem, code, length = _EXPLICIT_HEADER(data, pos)
                 start = pos + 8
                 tag = group << 16 | elem
-                if tag == _ITEM_DELIMITER and delimited:
-                    return (out, start) if data[pos + 4 : start] == _ZERO_LENGTH else None
                 vr = EXPLICIT_VRS.get(code, "")
                 if vr in _LENGTH_32:  # two reserved bytes, then a four-byte length
                     if end - pos < 12:
@@ -425,27 +423,21 @@ class _Writer:
                     return None
                 bulk[key] = "" if implicit else vr
                 continue
-            if length == _UNDEFINED:
-                if vr != "SQ" or group & 1:
-                    return None
-                read = self.items(data, start, end, implicit, codec, delimited=True)
+            undefined = length == _UNDEFINED
+            if vr == "SQ" and not group & 1:  # of undefined length, up to its delimiter
+                stop = end if undefined else start + length
+                read = None
+                if stop <= end:
+                    read = self.items(data, start, stop, implicit, codec, delimited=undefined)
                 if read is None:
                     return None
                 out[key] = {"vr": "SQ", "Value": read[0]}
                 pos = read[1]
                 continue
             pos = start + length
-            if pos > end:
+            if undefined or pos > end:
                 return None
-            if vr == "SQ":
-                if group & 1:
-                    return None
-                read = self.items(data, start, pos, implicit, codec, delimited=False)
-                if read is None:
-                    return None
-                out[key] = {"vr": "SQ", "Value": read[0]}
-                continue
-            writer = WRITERS.get(vr)
+            writer = WRITERS.get(vr)  # none for a private sequence
             if writer is None or tag in _LUT_DESCRIPTORS:
                 return None
             if length == 0:
@@ -596,7 +588,7 @@ _ITEM_HEADER = Struct("<HHL").unpack_from
 _IMPLICIT_HEADER = Struct("<HHL").unpack_from
 _EXPLICIT_HEADER = Struct("<HH2sH").unpack_from
 _LONG_LENGTH = Struct("<L").unpack_from
-_ITEM_DELIMITER = 0xFFFEE00D
+_ITEM_DELIMITER = b"\xfe\xff\x0d\xe0"  # (FFFE,E00D) little endian
 _ZERO_LENGTH = bytes(4)
 _FRAGMENT = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0"  # (FFFE,E0DD)

@@ -77,32 +77,42 @@ def _ui(vr: str, value: bytes, _little: bool, _codec: str | None) -> Attribute |
 def _ds(vr: str, value: bytes, _little: bool, _codec: str | None) -> Attribute | None:
     """DS (convert_DS_string: strip, multi_string, DSfloat = float(text); JSON float)."""
     items = value.decode(DEFAULT_CODEC).strip().rstrip(" \x00").split("\\")
-    numbers: list[Any] = []
-    for item in items:
-        if not item.strip():  # DSfloat keeps the text, and the JSON writer's float() fails
-            if len(items) == 1 and not item:
-                return {"vr": vr}
-            return None
-        try:
-            numbers.append(float(item))
-        except ValueError:  # pydicom retries other VRs
-            return None
-    return {"vr": vr, "Value": numbers}
+    return _numeric_strings(vr, items, _float)
 
 
 def _is(vr: str, value: bytes, _little: bool, _codec: str | None) -> Attribute | None:
     """IS (convert_IS_string: multi_string, IS() validates then int(text); JSON int)."""
-    items = value.decode(DEFAULT_CODEC).rstrip(" \x00").split("\\")
+    return _numeric_strings(vr, value.decode(DEFAULT_CODEC).rstrip(" \x00").split("\\"), _int)
+
+
+def _numeric_strings(
+    vr: str, items: list[str], number: Callable[[str], float | int | None]
+) -> Attribute | None:
+    """DS and IS values as JSON numbers, each by ``number`` (None: pydicom's to convert)."""
     numbers: list[Any] = []
     for item in items:
-        if not item.strip():  # IS keeps the text, and the JSON writer's int() fails
+        if not item.strip():  # DSfloat, IS keep the text; the JSON writer's float(), int() fail
             if len(items) == 1 and not item:
                 return {"vr": vr}
             return None
-        if len(item) > 12 or _IS.fullmatch(item) is None:  # a warning, or an ISfloat
+        converted = number(item)
+        if converted is None:
             return None
-        numbers.append(int(item))
+        numbers.append(converted)
     return {"vr": vr, "Value": numbers}
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:  # pydicom retries other VRs
+        return None
+
+
+def _int(text: str) -> int | None:
+    if len(text) > 12 or _IS.fullmatch(text) is None:  # a warning, or an ISfloat
+        return None
+    return int(text)
 
 
 def _decode(value: bytes, codec: str | None) -> str | None:

@@ -201,10 +201,10 @@ def _model_value(model: Mapping[str, Any], keyword: str) -> object:
     attr = model.get(_model_key(keyword))
     if attr is None:
         return None  # the model has every top-level element: not in it, not in the data set
-    values = attr.get("Value")
-    if attr["vr"] not in _STRING_VRS or (values is not None and len(values) != 1):
+    text = _one_string(attr)
+    if text is None:
         raise _NotPlain(keyword)
-    return "" if values is None else str(values[0])
+    return text
 
 
 def _is_eof(message: Warning | str) -> bool:
@@ -336,10 +336,16 @@ def _direct_text(ds: Dataset, keyword: str) -> str | None:
     writer's direct road from the raw element (which stays raw, as pydicom would convert it just
     the same); None for anything else (absent, several values, another VR, left to pydicom)."""
     attr = direct_attribute(ds, _tag(keyword))
-    if attr is None or attr["vr"] not in _STRING_VRS:
+    return None if attr is None else _one_string(attr)
+
+
+def _one_string(attr: Mapping[str, Any]) -> str | None:
+    """What ``ds.get`` gives for the attribute of a string VR with no value ("", or None:
+    callers treat both alike) or one value; None for several values or another VR."""
+    if attr["vr"] not in _STRING_VRS:
         return None
     values = attr.get("Value")
-    if values is None:  # pydicom's "" (or None: callers treat both alike)
+    if values is None:
         return ""
     return str(values[0]) if len(values) == 1 else None
 
