@@ -25,6 +25,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -64,6 +65,7 @@ from server.problems import Conflict, NotFound
 from server.routing import Call, RequestModel, ResponseModel, Router
 from server.sessions import issue, revoke
 from signalling.ice import ice_servers
+from signalling.mp4 import playable_length
 
 log = logging.getLogger(__name__)
 
@@ -607,7 +609,17 @@ class Recordings:
 
 
 def _size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
+    """The size of the recording that plays, or 0 if there is none (nothing is attached then).
+    The cut tail of a recorder that died mid-fragment is left out."""
+    if not path.exists():
+        return 0
+    size, length = path.stat().st_size, playable_length(path)
+    if length < size:
+        log.warning(
+            "recording %s: %d of %d bytes play; the rest is left out", path.name, length, size
+        )
+        os.truncate(path, length)
+    return length
 
 
 async def _chunks(path: Path) -> AsyncIterator[bytes]:

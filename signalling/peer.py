@@ -7,9 +7,9 @@ records what it receives. An offer from a third member of the call (the recorder
 a side connection that sends the same kind of track.
 
 ``CallRecorder`` is the server's recording participant: it offers a receive-only connection to
-each other member and writes every track it gets into one file (aiortc's MediaRecorder; the
-container follows the file name, e.g. MP4 with H.264 and AAC), until its feed says the call ended
-or a participant stopped the recording; then it tells the members it hung up.
+each other member and writes every track it gets into one file (``signalling.media.FileRecorder``:
+fragmented MP4 with H.264 and AAC), until its feed says the call ended or a participant stopped
+the recording; then it tells the members it hung up.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import av
 import socketio
 from aioice import Candidate
 from aiortc import (
@@ -34,8 +33,10 @@ from aiortc import (
     RTCSessionDescription,
     VideoStreamTrack,
 )
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcicetransport import candidate_from_aioice
+
+from signalling.media import FileRecorder
 
 log = logging.getLogger(__name__)
 
@@ -249,60 +250,6 @@ class HeadlessPeer:
             await side.close()
         if self.sio.connected:
             await self.sio.disconnect()
-
-
-class FileRecorder:
-    """Received tracks into one file: H.264 video and AAC audio in MP4, one stream per track.
-
-    Like aiortc's MediaRecorder, except that each video stream takes its size from a first frame
-    before anything is written (PyAV writes the header, for every stream at once, with the
-    first packet), and later frames of another size (a low-bandwidth mode) are scaled to it."""
-
-    def __init__(self, path: str) -> None:
-        self.container = av.open(path, mode="w")
-        self.entries: list[tuple[MediaStreamTrack, Any, Any]] = []
-        self.tasks: list[asyncio.Task[None]] = []
-
-    def add(self, track: MediaStreamTrack, first: Any) -> None:
-        stream: Any
-        if track.kind == "video":
-            stream = self.container.add_stream("libx264", rate=30)
-            stream.pix_fmt = "yuv420p"
-            stream.width, stream.height = first.width, first.height
-        else:
-            stream = self.container.add_stream("aac")
-        self.entries.append((track, stream, first))
-
-    def start(self) -> None:
-        self.tasks = [asyncio.create_task(self._run(*entry)) for entry in self.entries]
-
-    async def _run(self, track: MediaStreamTrack, stream: Any, frame: Any) -> None:
-        while True:
-            if track.kind == "video" and (frame.width, frame.height) != (
-                stream.width,
-                stream.height,
-            ):
-                frame = frame.reformat(width=stream.width, height=stream.height)
-            for packet in stream.encode(frame):
-                self.container.mux(packet)
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-
-    async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        for _, stream, _ in self.entries:
-            for packet in stream.encode(None):
-                self.container.mux(packet)
-        self.close()
-
-    def close(self) -> None:
-        self.container.close()
 
 
 #: Events on the recorder's feed that end its recording (for its own call).

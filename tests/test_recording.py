@@ -2,7 +2,8 @@
 server, the server's recorder (a child process running ``signalling.peer.CallRecorder``) joining
 once both consented, and the MP4 attached to the consult when the call ends, decoded with PyAV.
 A participant who withdraws consent stops it mid-call, through another server node than the one
-running the recorder; a stop before any media arrived ends it with nothing saved."""
+running the recorder; a stop before any media arrived ends it with nothing saved; a recorder
+that dies mid-call leaves what it recorded up to its last complete fragment."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from server.app import create_app
+from server.recording import RECORDINGS
 from server.settings import Settings
 from signalling.peer import HeadlessPeer
 from tests.conftest import AiohttpClient
@@ -349,6 +351,47 @@ async def test_a_stop_before_media_flows_saves_nothing(
             "call.recording_stopped",
             "call.recording_failed",
         ]
+    finally:
+        await station.close()
+        await specialist.close()
+
+
+@SQLITE
+async def test_a_recorder_that_dies_leaves_what_it_recorded(
+    client: TestClient[web.Request, web.Application], tmp_path: Path
+) -> None:
+    """The recorder is killed mid-call (a crash, the kernel's OOM killer): nothing closes its
+    file. What it wrote up to its last complete fragment is attached and plays; the call goes
+    on."""
+    base = str(client.make_url("")).rstrip("/")
+    station, specialist = HeadlessPeer(base), HeadlessPeer(base)
+    try:
+        cid, call_id = await _in_a_call(station, specialist)
+        recording = await _consented(station, specialist, call_id)
+        assert (await station.api("POST", f"{recording}/start"))["state"] == "recording"
+        await _until(station, recording, lambda r: r["recording_since"] is not None)
+        async with asyncio.timeout(60):  # five seconds recorded: a fragment every two
+            await station.frames(station.received.video_frames + 150)
+        [recorder] = client.app[RECORDINGS].processes.values()
+        recorder.kill()
+
+        saved = await _until(station, recording, lambda r: r["state"] in ("saved", "failed"))
+        assert saved["state"] == "saved"
+        assert (await station.api("GET", f"/api/v1/calls/{call_id}"))["state"] == "connected"
+        files = (await station.api("GET", f"/api/v1/consults/{cid}/attachments"))["items"]
+        [attachment] = [f for f in files if f["kind"] == "recording"]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                f"{base}/api/v1/attachments/{attachment['id']}",
+                headers={"Authorization": f"Bearer {station.token}"},
+            ) as resp,
+        ):
+            assert resp.status == 200
+            (tmp_path / "died.mp4").write_bytes(await resp.read())
+        frames = await asyncio.to_thread(_video_frames, tmp_path / "died.mp4")
+        assert len(frames) == 2  # one stream per participant
+        assert all(n > 0 for n in frames), frames
     finally:
         await station.close()
         await specialist.close()
