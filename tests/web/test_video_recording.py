@@ -5,8 +5,9 @@ the station's page then starts the recording: the server's recorder joins the ca
 answers its offer on a side connection and sends its camera and microphone; both pages show
 "录制中". The specialist then withdraws consent: 停止录制, confirmed (a first try is called off
 with 继续录制). Both pages' indicators change; the station is told who stopped it; the recording
-is saved while the call goes on. After the hang-up the recording is attached to the consult and
-holds both pages' video (decoded with PyAV); the consult timeline names the steps.
+is saved while the call goes on, and both pages list it among the consult's files. After the
+hang-up the recording is attached to the consult and holds both pages' video (decoded with
+PyAV); the consult timeline names the steps.
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ async def test_record_with_consent_from_the_call_panel(
         for page in (station, centre):
             await expect(page.get_by_test_id("call-panel")).to_have_count(0)
 
+        # Both pages list it among the consult's files, as soon as it is saved.
+        for page in (station, centre):
+            listed = page.locator('[data-testid="attachment-item"][data-kind="recording"]')
+            await expect(listed).to_contain_text("视频会诊录像")
         files = (await rest.api("GET", f"/api/v1/consults/{cid}/attachments"))["items"]
         [recording] = [f for f in files if f["kind"] == "recording"]
         async with (

@@ -531,6 +531,8 @@ const en: Messages = {
       photo: 'Photo',
       document: 'Document',
       file: 'Other file',
+      aecg: 'ECG (aECG)',
+      recording: 'Video consult recording',
     },
     hint: 'Files can be dropped here; at most {max} each.',
     uploads: 'Uploads',

@@ -532,6 +532,8 @@ const zhCN = {
       photo: '照片',
       document: '文档',
       file: '其他文件',
+      aecg: '心电图（aECG）',
+      recording: '视频会诊录像',
     },
     hint: '可拖放文件到此处；单个文件不超过 {max}。',
     uploads: '上传进度',
