@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,19 @@ DEMO_PASSWORD = "huizhen-demo"
 TEMPLATE_DB = "huizhen_template"
 
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A test that fails against ``huizhen serve`` in a child process shows the end of its log
+    (the server's and its recorders'): CI keeps nothing else of it."""
+    report = yield
+    server = getattr(item, "funcargs", {}).get("live_server")
+    if report.failed and isinstance(server, HuizhenProcess):
+        report.sections.append(("huizhen serve log (last 4000 characters)", server.log()))
+    return report
 
 
 async def _prepare(url: str) -> None:
