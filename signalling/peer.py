@@ -135,6 +135,18 @@ class HeadlessPeer:
                 raise RuntimeError(f"{method} {path}: {resp.status} {answer.get('detail', '')}")
             return answer
 
+    async def fetch(self, path: str) -> bytes:
+        """One authenticated download (an attachment, a report's PDF); raises on an error
+        status."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(self.base_url + path, headers=headers) as resp,
+        ):
+            if resp.status >= 400:
+                raise RuntimeError(f"GET {path}: {resp.status}")
+            return await resp.read()
+
     async def sign_in(self, username: str, password: str) -> None:
         answer = await self.api(
             "POST", "/api/v1/auth/login", {"username": username, "password": password}

@@ -108,6 +108,15 @@ async def _consented(station: HeadlessPeer, specialist: HeadlessPeer, call_id: s
     return recording
 
 
+async def _started(station: HeadlessPeer, specialist: HeadlessPeer) -> tuple[str, str, str]:
+    """A call in which both consented and the station started the recording; returns the
+    consult, the call and the recording's path."""
+    cid, call_id = await _in_a_call(station, specialist)
+    recording = await _consented(station, specialist, call_id)
+    assert (await station.api("POST", f"{recording}/start"))["state"] == "recording"
+    return cid, call_id, recording
+
+
 def _video_frames(path: Path) -> list[int]:
     """Decoded frames per video stream of an MP4."""
     with av.open(str(path)) as container:
@@ -165,17 +174,8 @@ async def test_recorded_with_everyone_s_consent(
         [attachment] = [f for f in files if f["kind"] == "recording"]
         assert attachment["id"] == saved["attachment_id"]
         assert attachment["content_type"] == "video/mp4"
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(
-                f"{base}/api/v1/attachments/{attachment['id']}",
-                headers={"Authorization": f"Bearer {station.token}"},
-            ) as resp,
-        ):
-            assert resp.status == 200
-            data = await resp.read()
         path = tmp_path / "recording.mp4"
-        path.write_bytes(data)
+        path.write_bytes(await station.fetch(f"/api/v1/attachments/{attachment['id']}"))
         with av.open(str(path)) as container:
             video_streams = [s for s in container.streams if s.type == "video"]
             assert len(video_streams) == 2  # one per participant
@@ -238,9 +238,7 @@ async def test_a_participant_stops_the_recording_through_another_node(
     base_b = str(node_b.make_url("")).rstrip("/")
     station, specialist, neuro = HeadlessPeer(base_a), HeadlessPeer(base_a), HeadlessPeer(base_b)
     try:
-        cid, call_id = await _in_a_call(station, specialist)
-        recording = await _consented(station, specialist, call_id)
-        assert (await station.api("POST", f"{recording}/start"))["state"] == "recording"
+        cid, call_id, recording = await _started(station, specialist)
         await _until(station, recording, lambda r: r["recording_since"] is not None)
         async with asyncio.timeout(30):  # a second or so of the call is recorded
             await station.frames(station.received.video_frames + 30)
@@ -280,15 +278,9 @@ async def test_a_participant_stops_the_recording_through_another_node(
         files = (await station.api("GET", f"/api/v1/consults/{cid}/attachments"))["items"]
         [attachment] = [f for f in files if f["kind"] == "recording"]
         assert attachment["id"] == saved["attachment_id"]
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(
-                f"{base_b}/api/v1/attachments/{attachment['id']}",
-                headers={"Authorization": f"Bearer {station.token}"},
-            ) as resp,
-        ):
-            assert resp.status == 200
-            (tmp_path / "stopped.mp4").write_bytes(await resp.read())
+        # Through node B, which had no part in it: the file store is shared.
+        stored = await neuro.fetch(f"/api/v1/attachments/{attachment['id']}")
+        (tmp_path / "stopped.mp4").write_bytes(stored)
         frames = await asyncio.to_thread(_video_frames, tmp_path / "stopped.mp4")
         assert len(frames) == 2  # one stream per participant
         assert all(n > 0 for n in frames), frames
@@ -329,9 +321,7 @@ async def test_a_stop_before_media_flows_saves_nothing(
     base = str(client.make_url("")).rstrip("/")
     station, specialist = HeadlessPeer(base), HeadlessPeer(base)
     try:
-        _, call_id = await _in_a_call(station, specialist)
-        recording = await _consented(station, specialist, call_id)
-        assert (await station.api("POST", f"{recording}/start"))["state"] == "recording"
+        _, call_id, recording = await _started(station, specialist)
         status, stopped = await _post(station, f"{recording}/stop")
         assert status == 200, stopped
         assert stopped["state"] == "stopping"
@@ -366,9 +356,7 @@ async def test_a_recorder_that_dies_leaves_what_it_recorded(
     base = str(client.make_url("")).rstrip("/")
     station, specialist = HeadlessPeer(base), HeadlessPeer(base)
     try:
-        cid, call_id = await _in_a_call(station, specialist)
-        recording = await _consented(station, specialist, call_id)
-        assert (await station.api("POST", f"{recording}/start"))["state"] == "recording"
+        cid, call_id, recording = await _started(station, specialist)
         await _until(station, recording, lambda r: r["recording_since"] is not None)
         async with asyncio.timeout(60):  # five seconds recorded: a fragment every two
             await station.frames(station.received.video_frames + 150)
@@ -380,15 +368,8 @@ async def test_a_recorder_that_dies_leaves_what_it_recorded(
         assert (await station.api("GET", f"/api/v1/calls/{call_id}"))["state"] == "connected"
         files = (await station.api("GET", f"/api/v1/consults/{cid}/attachments"))["items"]
         [attachment] = [f for f in files if f["kind"] == "recording"]
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(
-                f"{base}/api/v1/attachments/{attachment['id']}",
-                headers={"Authorization": f"Bearer {station.token}"},
-            ) as resp,
-        ):
-            assert resp.status == 200
-            (tmp_path / "died.mp4").write_bytes(await resp.read())
+        died = await station.fetch(f"/api/v1/attachments/{attachment['id']}")
+        (tmp_path / "died.mp4").write_bytes(died)
         frames = await asyncio.to_thread(_video_frames, tmp_path / "died.mp4")
         assert len(frames) == 2  # one stream per participant
         assert all(n > 0 for n in frames), frames

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import aiohttp
 import av
 import pytest
 from playwright.async_api import Browser, expect
@@ -106,15 +105,8 @@ async def test_record_with_consent_from_the_call_panel(
             await expect(listed).to_contain_text("视频会诊录像")
         files = (await rest.api("GET", f"/api/v1/consults/{cid}/attachments"))["items"]
         [recording] = [f for f in files if f["kind"] == "recording"]
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(
-                f"{live_server.url}/api/v1/attachments/{recording['id']}",
-                headers={"Authorization": f"Bearer {rest.token}"},
-            ) as resp,
-        ):
-            assert resp.status == 200
-            (tmp_path / "call.mp4").write_bytes(await resp.read())
+        call_mp4 = await rest.fetch(f"/api/v1/attachments/{recording['id']}")
+        (tmp_path / "call.mp4").write_bytes(call_mp4)
 
         def decode() -> list[int]:
             with av.open(str(tmp_path / "call.mp4")) as container:
