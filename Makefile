@@ -70,6 +70,7 @@ bench: install
 	$(PY) -m bench.cycles
 	$(PY) -m bench.realtime
 	$(PY) -m bench.dicom
+	$(PY) -m bench.recorder
 
 bench-api: install
 	$(PY) -m bench.api

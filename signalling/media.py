@@ -41,6 +41,11 @@ KEYFRAME_EVERY = 2 * FRAME_RATE
 #: A clock that jumps back by more than this (a sender that restarted) is followed from there.
 MAX_STEP_BACK = Fraction(1)
 
+#: The recorder encodes beside the server: ``veryfast`` takes half the CPU of x264's default
+#: preset. The cap keeps a noisy camera from filling the disk; a WebRTC camera sends about as
+#: much (``python -m bench.recorder``, docs/benchmarks.md).
+H264_OPTIONS = {"preset": "veryfast", "maxrate": "1M", "bufsize": "2M"}
+
 MP4_OPTIONS = {
     "movflags": "frag_keyframe+empty_moov+default_base_moof",
     "frag_duration": "2000000",  # microseconds: the limit for audio alone
@@ -123,7 +128,7 @@ class FileRecorder:
             stream.width, stream.height = first.width, first.height
             stream.codec_context.time_base = VIDEO_TIME_BASE
             stream.codec_context.gop_size = KEYFRAME_EVERY
-            stream.codec_context.options = {"preset": "veryfast"}
+            stream.codec_context.options = H264_OPTIONS
             timeline = Timeline(VIDEO_TIME_BASE, int(1 / (FRAME_RATE * VIDEO_TIME_BASE)))
         else:
             rate = first.sample_rate or 48000
