@@ -379,7 +379,9 @@ class Measurement:
         return polls / self.cycles if self.cycles else 0.0
 
 
-def client_configs(backend: Backend, variant: str, opts: Options, window_s: int) -> list[dict]:
+def client_configs(
+    backend: Backend, variant: str, opts: Options, window_s: int
+) -> list[dict[str, Any]]:
     """One configuration per client process: a share of the doctors and of the cycles."""
     start_at = time.monotonic() + 1.5  # the processes import aiohttp meanwhile
     configs = []
@@ -600,10 +602,10 @@ def steps_table(label: str, variant: str, ms: Sequence[Measurement]) -> str:
     for step in step_names(variant):
         if not any(m.steps.get(step) for m in ms):
             continue
-        count = _med(ms, lambda m, s=step: len(m.steps.get(s, [])))
+        answers = [m.steps.get(step, []) for m in ms]
+        count = statistics.median(len(a) for a in answers)
         cells = [
-            _ms(_med(ms, lambda m, s=step, q=q: percentile(m.steps.get(s, []), q)))
-            for q in (0.5, 0.9, 0.99, 1.0)
+            _ms(statistics.median(percentile(a, q) for a in answers)) for q in (0.5, 0.9, 0.99, 1.0)
         ]
         label = f"**{step}**" if step == cycleclient.CYCLE else step
         rows.append(f"| {label} | {count:,.0f} | {' | '.join(cells)} |")

@@ -24,7 +24,7 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from bench.render import ct_dataset, ct_slice
 
@@ -101,7 +101,7 @@ def _placeholders(ds: Dataset) -> Dataset:
     ds.StudyInstanceUID = PLACEHOLDER_STUDY
     ds.SeriesInstanceUID = PLACEHOLDER_SERIES
     ds.SOPInstanceUID = PLACEHOLDER_SOP
-    ds.file_meta.MediaStorageSOPInstanceUID = PLACEHOLDER_SOP
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(PLACEHOLDER_SOP)
     ds.PatientID = PLACEHOLDER_PATIENT
     return ds
 
@@ -129,7 +129,7 @@ def multiframe(workdir: Path, frames: int) -> Template:
     """A 512×512 16-bit multi-frame file of ``frames`` frames, on disk; its head in memory."""
     slice_ = ct_slice()
     ds = _placeholders(ct_dataset(slice_))
-    ds.file_meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE_WORD
+    ds.file_meta.MediaStorageSOPClassUID = UID(SECONDARY_CAPTURE_WORD)
     ds.SOPClassUID = SECONDARY_CAPTURE_WORD
     ds.Modality = "OT"
     ds.NumberOfFrames = frames

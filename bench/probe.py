@@ -228,13 +228,13 @@ def install() -> None:
     if "no-pre-ping" in whatif:
         from server import db
 
-        original_engine = db.create_async_engine
+        original_engine = db.create_async_engine  # type: ignore[attr-defined]
 
         def engine_without_pre_ping(url: Any, **kwargs: Any) -> Any:
             kwargs["pool_pre_ping"] = False
             return original_engine(url, **kwargs)
 
-        db.create_async_engine = engine_without_pre_ping
+        db.create_async_engine = engine_without_pre_ping  # type: ignore[attr-defined]
 
 
 def _count_round_trips() -> None:

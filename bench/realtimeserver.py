@@ -22,7 +22,7 @@ async def _leave_heap(app: web.Application) -> None:
 def main() -> int:
     gcwatch.install()
     if os.environ.get("HZBENCH_GC") == "none":
-        cli._freeze_heap = _leave_heap  # type: ignore[assignment]
+        cli._freeze_heap = _leave_heap
     return cli.main(["serve"])
 
 

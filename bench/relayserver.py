@@ -27,15 +27,16 @@ def make_app(redis_url: str | None) -> web.Application:
         async_mode="aiohttp", client_manager=manager, cors_allowed_origins=[], logger=False
     )
 
-    @sio.on("join")  # type: ignore[misc]
     async def join(sid: str, data: Any) -> dict[str, Any]:
         await sio.enter_room(sid, str(data["room"]))
         return {"joined": data["room"]}
 
-    @sio.on("call.signal")  # type: ignore[misc]
     async def signal(sid: str, data: Any) -> dict[str, Any]:
         await sio.emit("call.signal", data, room=str(data["call_id"]), skip_sid=sid)
         return {"relayed": True}
+
+    sio.on("join", join)
+    sio.on("call.signal", signal)
 
     async def note(request: web.Request) -> web.Response:
         body = await request.json()
