@@ -38,9 +38,10 @@ def pytest_runtest_makereport(
     """A test that fails against ``huizhen serve`` in a child process shows the end of its log
     (the server's and its recorders'): CI keeps nothing else of it."""
     report = yield
-    server = getattr(item, "funcargs", {}).get("live_server")
-    if report.failed and isinstance(server, HuizhenProcess):
-        report.sections.append(("huizhen serve log (last 4000 characters)", server.log()))
+    if report.failed:
+        for name, value in getattr(item, "funcargs", {}).items():
+            if isinstance(value, HuizhenProcess):
+                report.sections.append((f"{name}: huizhen serve log (its end)", value.log()))
     return report
 
 

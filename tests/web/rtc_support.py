@@ -152,7 +152,17 @@ BROWSER_FRAMES = """async ([wanted, from]) => {
         decoded = Math.max(decoded, r.framesDecoded ?? 0)
     })
     if (decoded >= from + wanted) return decoded
-    if (Date.now() > deadline) throw new Error(`only ${decoded - from} new frames decoded`)
+    if (Date.now() > deadline) {
+      // What the page knows, for the report: is video sent, received, or switched off?
+      let sent = 0, packets = 0
+      if (pc) (await pc.getStats()).forEach((r) => {
+        if (r.type === 'outbound-rtp' && r.kind === 'video') sent = Math.max(sent, r.framesSent ?? 0)
+        if (r.type === 'inbound-rtp' && r.kind === 'video') packets = Math.max(packets, r.packetsReceived ?? 0)
+      })
+      const mode = document.querySelector('[data-testid="call-mode"]')?.getAttribute('data-mode')
+      throw new Error(`only ${decoded - from} new frames decoded (ICE ${pc?.iceConnectionState}, ` +
+        `video packets received ${packets}, frames sent ${sent}, mode ${mode})`)
+    }
     await new Promise((resolve) => setTimeout(resolve, 200))
   }
 }"""

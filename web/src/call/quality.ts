@@ -6,6 +6,8 @@
 // sample) and what the other side reports of our sending (remote-inbound-rtp fractionLost).
 // It never steps up by itself (a flapping picture is worse than a steady small one): the user
 // can. The first 10 s after connecting are not judged (the bandwidth estimate starts low), nor
+// the 10 s after ICE comes back from an outage (the estimate starts again, and the loss of the
+// outage itself is reported as ICE recovers: the network is judged once it carries media), nor
 // the 30 s after the user chose a mode.
 
 import type { MediaMode } from './mode'
@@ -42,6 +44,8 @@ export class QualityMonitor {
   private streak: MediaMode[] = []
   private previous = { received: 0, lost: 0 }
   private holdUntil = Date.now() + WARM_UP_MS
+  /** ICE was down at the last sample. */
+  private down = false
   last: Sample | null = null
 
   constructor(
@@ -69,7 +73,12 @@ export class QualityMonitor {
     const state = this.pc.iceConnectionState
     if (state !== 'connected' && state !== 'completed') {
       this.streak = []
+      this.down = true
       return
+    }
+    if (this.down) {
+      this.down = false
+      this.holdUntil = Math.max(this.holdUntil, Date.now() + WARM_UP_MS)
     }
     const stats = await this.pc.getStats()
     let received = 0
