@@ -112,8 +112,7 @@ class FileRecorder:
     per track. ``add`` each track with its first frame, ``start``, and ``stop`` at the end."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self.container = av.open(self.path, mode="w", format="mp4", options=MP4_OPTIONS)
+        self.container = av.open(str(path), mode="w", format="mp4", options=MP4_OPTIONS)
         self.entries: list[_Entry] = []
         self.tasks: list[asyncio.Task[None]] = []
         #: Packets the muxer refused (dropped; the stream went on).

@@ -123,12 +123,14 @@ class HeadlessPeer:
 
     # -- HTTP -------------------------------------------------------------------------------------
 
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
     async def api(self, method: str, path: str, body: Any = None) -> Any:
         """One authenticated JSON request to the server; raises on an error status."""
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         async with (
             aiohttp.ClientSession() as http,
-            http.request(method, self.base_url + path, json=body, headers=headers) as resp,
+            http.request(method, self.base_url + path, json=body, headers=self._auth()) as resp,
         ):
             answer = await resp.json()
             if resp.status >= 400:
@@ -138,10 +140,9 @@ class HeadlessPeer:
     async def fetch(self, path: str) -> bytes:
         """One authenticated download (an attachment, a report's PDF); raises on an error
         status."""
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         async with (
             aiohttp.ClientSession() as http,
-            http.get(self.base_url + path, headers=headers) as resp,
+            http.get(self.base_url + path, headers=self._auth()) as resp,
         ):
             if resp.status >= 400:
                 raise RuntimeError(f"GET {path}: {resp.status}")

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from signalling.media import VIDEO_TIME_BASE, FileRecorder, Timeline
 from signalling.mp4 import playable_length
+from tests.mediafiles import decoded_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,18 +63,6 @@ class Timed(MediaStreamTrack):
             frame.time_base = Fraction(1, 48000)
         frame.pts = pts
         return frame
-
-
-def decoded(path: Path) -> dict[str, list[int]]:
-    """Per kind, the decoded frames of each stream."""
-    with av.open(str(path)) as container:
-        counts = {s.index: 0 for s in container.streams}
-        for packet in container.demux(*container.streams):
-            counts[packet.stream.index] += len(packet.decode())
-        kinds: dict[str, list[int]] = {}
-        for stream in container.streams:
-            kinds.setdefault(stream.type, []).append(counts[stream.index])
-        return kinds
 
 
 async def record(path: Path, *tracks: Timed) -> FileRecorder:
@@ -176,7 +165,7 @@ async def test_a_call_s_uneven_times_are_all_recorded(tmp_path: Path) -> None:
     assert recorder.refused == 0
     assert recorder.moved > 0
     assert playable_length(path) == path.stat().st_size
-    frames = await asyncio.to_thread(decoded, path)
+    frames = await asyncio.to_thread(decoded_frames, path)
     assert frames["video"] == [62]
     # 100 frames of 960 samples in frames of 1024, plus the encoder's priming frame.
     assert frames["audio"][0] >= 100 * 960 // 1024
@@ -192,7 +181,7 @@ async def test_two_members_make_two_video_streams(tmp_path: Path) -> None:
     with av.open(str(path)) as container:
         sizes = [(s.codec_context.width, s.codec_context.height) for s in container.streams.video]
     assert sizes == [(320, 240), (640, 480)]
-    assert (await asyncio.to_thread(decoded, path))["video"] == [20, 25]
+    assert (await asyncio.to_thread(decoded_frames, path))["video"] == [20, 25]
 
 
 DIES = textwrap.dedent(
@@ -230,7 +219,7 @@ async def test_a_recorder_that_dies_leaves_what_it_recorded_up_to_its_last_fragm
     path = tmp_path / "died.mp4"
     await asyncio.to_thread(_dies_after, path, 200)  # 6.7 s of video; a fragment every 2 s
     assert playable_length(path) == path.stat().st_size
-    frames = await asyncio.to_thread(decoded, path)
+    frames = await asyncio.to_thread(decoded_frames, path)
     assert 120 <= frames["video"][0] < 200
     assert frames["audio"][0] > 0
 
@@ -295,4 +284,4 @@ def test_a_fragmented_file_cut_mid_fragment_keeps_its_complete_fragments(tmp_pat
     length = playable_length(cut)
     assert length == whole.rindex(b"moof") - 4  # up to the last complete fragment
     cut.write_bytes(whole[:length])
-    assert 0 < decoded(cut)["video"][0] < 150
+    assert 0 < decoded_frames(cut)["video"][0] < 150

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import av
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -24,6 +23,7 @@ from server.settings import Settings
 from signalling.peer import HeadlessPeer
 from tests.conftest import AiohttpClient
 from tests.helpers import DEMO_PASSWORD
+from tests.mediafiles import decoded_frames
 from tests.services import Redis
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -117,16 +117,6 @@ async def _started(station: HeadlessPeer, specialist: HeadlessPeer) -> tuple[str
     return cid, call_id, recording
 
 
-def _video_frames(path: Path) -> list[int]:
-    """Decoded frames per video stream of an MP4."""
-    with av.open(str(path)) as container:
-        videos = [s.index for s in container.streams if s.type == "video"]
-        counts = dict.fromkeys(videos, 0)
-        for packet in container.demux(*[container.streams[i] for i in videos]):
-            counts[packet.stream.index] += len(packet.decode())
-        return list(counts.values())
-
-
 @SQLITE
 async def test_recorded_with_everyone_s_consent(
     client: TestClient[web.Request, web.Application], tmp_path: Path
@@ -176,11 +166,9 @@ async def test_recorded_with_everyone_s_consent(
         assert attachment["content_type"] == "video/mp4"
         path = tmp_path / "recording.mp4"
         path.write_bytes(await station.fetch(f"/api/v1/attachments/{attachment['id']}"))
-        with av.open(str(path)) as container:
-            video_streams = [s for s in container.streams if s.type == "video"]
-            assert len(video_streams) == 2  # one per participant
-            frames = sum(1 for _ in container.decode(video=0))
-        assert frames > 0
+        frames = (await asyncio.to_thread(decoded_frames, path))["video"]
+        assert len(frames) == 2  # one per participant
+        assert frames[0] > 0
 
         timeline = (await station.api("GET", f"/api/v1/consults/{cid}"))["timeline"]
         consents = [t for t in timeline if t["action"] == "call.record_consent"]
@@ -281,7 +269,7 @@ async def test_a_participant_stops_the_recording_through_another_node(
         # Through node B, which had no part in it: the file store is shared.
         stored = await neuro.fetch(f"/api/v1/attachments/{attachment['id']}")
         (tmp_path / "stopped.mp4").write_bytes(stored)
-        frames = await asyncio.to_thread(_video_frames, tmp_path / "stopped.mp4")
+        frames = (await asyncio.to_thread(decoded_frames, tmp_path / "stopped.mp4"))["video"]
         assert len(frames) == 2  # one stream per participant
         assert all(n > 0 for n in frames), frames
         # Shorter than the call: fewer frames than the station received from the specialist's
@@ -370,7 +358,7 @@ async def test_a_recorder_that_dies_leaves_what_it_recorded(
         [attachment] = [f for f in files if f["kind"] == "recording"]
         died = await station.fetch(f"/api/v1/attachments/{attachment['id']}")
         (tmp_path / "died.mp4").write_bytes(died)
-        frames = await asyncio.to_thread(_video_frames, tmp_path / "died.mp4")
+        frames = (await asyncio.to_thread(decoded_frames, tmp_path / "died.mp4"))["video"]
         assert len(frames) == 2  # one stream per participant
         assert all(n > 0 for n in frames), frames
     finally:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import av
 import pytest
 from playwright.async_api import Browser, expect
 
 from signalling.peer import HeadlessPeer
 from tests.helpers import DEMO_PASSWORD
+from tests.mediafiles import decoded_frames
 from tests.services import HuizhenProcess
 from tests.web.rtc_support import BROWSER_FRAMES, FRAMES_NOW
 from tests.web.support import new_page, sign_in
@@ -108,15 +108,7 @@ async def test_record_with_consent_from_the_call_panel(
         call_mp4 = await rest.fetch(f"/api/v1/attachments/{recording['id']}")
         (tmp_path / "call.mp4").write_bytes(call_mp4)
 
-        def decode() -> list[int]:
-            with av.open(str(tmp_path / "call.mp4")) as container:
-                videos = [s.index for s in container.streams if s.type == "video"]
-                counts = dict.fromkeys(videos, 0)
-                for packet in container.demux(*[container.streams[i] for i in videos]):
-                    counts[packet.stream.index] += len(packet.decode())
-                return list(counts.values())
-
-        frames = await asyncio.to_thread(decode)
+        frames = (await asyncio.to_thread(decoded_frames, tmp_path / "call.mp4"))["video"]
         assert len(frames) == 2  # both pages' cameras
         assert all(n > 0 for n in frames), frames
 
